@@ -1,0 +1,32 @@
+# digipath: set-up, demo, tests and benchmarks. Every target creates .venv when needed.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test lint bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "digipath needs Python >= 3.11, $(PYTHON) is " + sys.version.split()[0])'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $(STAMP)
+
+demo: venv
+	$(PY) examples/demo.py
+
+lint: venv
+	$(VENV)/bin/ruff check src tests benchmarks examples
+
+test: lint
+	$(VENV)/bin/pytest
+
+bench: venv
+	$(PY) benchmarks/read_patches.py
+
+clean:
+	rm -rf $(VENV) demo-output .pytest_cache .ruff_cache .hypothesis

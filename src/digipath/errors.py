@@ -1,0 +1,194 @@
+"""The digipath exception hierarchy.
+
+Every error digipath raises derives from :class:`DigipathError`, through one base class per
+domain (:class:`ImageError` for reading and writing images, :class:`ConfigError` for
+configuration). Each error carries the offending path, key or value as attributes and says in its
+message what was expected, so that a user can fix the input without reading the source.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+
+class DigipathError(Exception):
+    """Base class of every exception raised by digipath."""
+
+
+# --------------------------------------------------------------------------------------------
+# Images
+
+
+class ImageError(DigipathError):
+    """Base class of errors about one image file.
+
+    Parameters
+    ----------
+    path
+        The image file concerned (may be ``None`` when the image has no file yet).
+    reason
+        What went wrong and what was expected.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None, reason: str) -> None:
+        self.path = os.fspath(path) if path is not None else None
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}" if self.path is not None else reason)
+
+    def __reduce__(self):  # keep the structured fields when sent between processes
+        return (_rebuild_error, (type(self), self.__dict__, self.args))
+
+
+def _rebuild_error(cls, state, args):
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
+
+class MissingImageError(ImageError, FileNotFoundError):
+    """The image file does not exist."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__(path, "no such file")
+
+
+class NotAnImageError(ImageError):
+    """The file exists but is no image format digipath can read."""
+
+
+class UnsupportedImageError(ImageError):
+    """The file is an image, but of a kind digipath cannot read (layout, data type, channels)."""
+
+
+class UnsupportedCompressionError(UnsupportedImageError):
+    """The image uses a compression scheme that no installed codec decodes."""
+
+    def __init__(self, path: str | os.PathLike[str] | None, compression: object) -> None:
+        self.compression = compression
+        super().__init__(
+            path,
+            f"unsupported compression {compression!r}; digipath decodes JPEG, JPEG 2000 "
+            "(including Aperio 33003/33005), LZW, Deflate, PackBits, Zstandard, WebP and "
+            "uncompressed tiles",
+        )
+
+
+class CorruptImageError(ImageError):
+    """Image data (a tile, a strip, a directory) is truncated or cannot be decoded.
+
+    Attributes
+    ----------
+    level, tile
+        The pyramid level and the (row, col) index of the tile concerned, where known.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None,
+        reason: str,
+        *,
+        level: int | None = None,
+        tile: tuple[int, int] | None = None,
+    ) -> None:
+        self.level = level
+        self.tile = tile
+        where = ""
+        if level is not None:
+            where = f"level {level}"
+            if tile is not None:
+                where += f", tile (row {tile[0]}, col {tile[1]})"
+            where += ": "
+        super().__init__(path, where + reason)
+
+
+class SpacingError(ImageError):
+    """The requested pixel spacing is not available in the image.
+
+    Attributes
+    ----------
+    spacing
+        The requested spacing in µm/px (``None`` when the image has no spacing at all).
+    spacings
+        The spacings of the image's levels in µm/px.
+    tolerance
+        The relative tolerance used when matching.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None,
+        spacing: float | None,
+        spacings: Sequence[float | None],
+        tolerance: float | None = None,
+        reason: str | None = None,
+    ) -> None:
+        self.spacing = spacing
+        self.spacings = list(spacings)
+        self.tolerance = tolerance
+        if reason is None:
+            levels = ", ".join(
+                f"{i}: {s:.6g}" if s is not None else f"{i}: unknown"
+                for i, s in enumerate(self.spacings)
+            )
+            reason = (
+                f"no level matches spacing {spacing} µm/px within a relative tolerance of "
+                f"{tolerance} (levels: {levels})"
+            )
+        super().__init__(path, reason)
+
+
+class RegionTooLargeError(ImageError):
+    """A requested region would need more memory than the caller allowed."""
+
+    def __init__(
+        self, path: str | os.PathLike[str] | None, shape: Sequence[int], nbytes: int, limit: int
+    ) -> None:
+        self.shape = tuple(shape)
+        self.nbytes = nbytes
+        self.limit = limit
+        super().__init__(
+            path,
+            f"a region of shape {self.shape} needs {nbytes / 2**20:.1f} MiB, more than the "
+            f"limit of {limit / 2**20:.1f} MiB; read it in parts or raise the limit "
+            "(max_bytes=...)",
+        )
+
+
+class ImageClosedError(ImageError):
+    """The image was closed and cannot be read or written any more."""
+
+    def __init__(self, path: str | os.PathLike[str] | None) -> None:
+        super().__init__(path, "the image is closed")
+
+
+class ImageWriteError(ImageError):
+    """Invalid input to an :class:`~digipath.io.ImageWriter` (tile, address, parameter)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+
+
+class ConfigError(DigipathError):
+    """A configuration value is missing or invalid.
+
+    Parameters
+    ----------
+    key
+        The key path of the offending entry, e.g. ``"training.learning.learning rate"``.
+    reason
+        What was wrong and what was expected.
+    source
+        The file the configuration came from, if any.
+    """
+
+    def __init__(
+        self, key: str, reason: str, source: str | os.PathLike[str] | None = None
+    ) -> None:
+        self.key = key
+        self.reason = reason
+        self.source = os.fspath(source) if source is not None else None
+        prefix = f"{self.source}: " if self.source else ""
+        super().__init__(f"{prefix}{key}: {reason}")
