@@ -1,0 +1,1 @@
+"""The ``digipath`` command line: one module per command group, thin over the Python API."""

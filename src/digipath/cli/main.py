@@ -1,0 +1,34 @@
+"""Entry point of the ``digipath`` command."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+from digipath.cli import info
+
+app = typer.Typer(
+    name="digipath",
+    help="Deep learning on whole-slide pathology images.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command(name="info")(info.info)
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")] = False,
+) -> None:
+    """Deep learning on whole-slide pathology images."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
