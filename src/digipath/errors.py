@@ -184,9 +184,7 @@ class ConfigError(DigipathError):
         The file the configuration came from, if any.
     """
 
-    def __init__(
-        self, key: str, reason: str, source: str | os.PathLike[str] | None = None
-    ) -> None:
+    def __init__(self, key: str, reason: str, source: str | os.PathLike[str] | None = None) -> None:
         self.key = key
         self.reason = reason
         self.source = os.fspath(source) if source is not None else None
