@@ -16,6 +16,7 @@ resolution pages).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -23,7 +24,6 @@ import struct
 import threading
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable
-from concurrent.futures import Future
 
 import imagecodecs
 import numpy as np
@@ -38,7 +38,15 @@ from digipath.errors import (
 )
 from digipath.io.backends.base import Backend, ImageMetadata, Level
 from digipath.io.spacing import spacing_from_resolution
-from digipath.io.threads import decode_pool
+from digipath.io.threads import run_parallel
+
+try:  # optional C extension: decode only the part of a JPEG tile a region needs
+    from digipath.io._jpegregion import decode_region as _decode_region
+except ImportError:  # pragma: no cover - built where libjpeg-turbo headers are installed
+    _decode_region = None
+
+REGION_DECODING = _decode_region is not None
+"""Whether JPEG tiles are decoded by region (the ``_jpegregion`` extension was built)."""
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +79,6 @@ _OME_UNITS_IN_MICROMETRES = {
     "cm": 1e4,
     "m": 1e6,
 }
-
-_DECODE_THREAD_PREFIX = "digipath-decode"
 
 TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 """The first four bytes of classic and BigTIFF files, little- and big-endian."""
@@ -121,6 +127,7 @@ class _TiffLevel:
     __slots__ = (
         "counts",
         "decode",
+        "decode_part",
         "grid",
         "index",
         "offsets",
@@ -158,6 +165,43 @@ class _TiffLevel:
                 level=index,
             )
         self.decode = self._decoder(page, path)
+        self.decode_part = self._part_decoder(page)
+
+    def _part_decoder(
+        self, page: tifffile.TiffPage
+    ) -> Callable[[bytes, int, int, int, int], np.ndarray] | None:
+        """Return a function decoding rows [r0, r1) x cols [c0, c1) of one JPEG tile, if any.
+
+        Only for 8-bit JPEG tiles of 1 or 3 interleaved samples (RGB, YCbCr or gray), and only
+        when the ``_jpegregion`` extension is built; the result equals the same part of a full
+        decode exactly.
+        """
+        if (
+            _decode_region is None
+            or page.compression != 7
+            or page.bitspersample != 8
+            or self.planes != 1
+            or self.samples not in (1, 3)
+            or page.extrasamples
+            or not page.is_tiled
+            or (self.samples == 3 and page.photometric not in (2, 6))
+        ):
+            return None
+        colorspace, _ = tifffile.tifffile.jpeg_decode_colorspace(
+            page.photometric, page.planarconfig, page.extrasamples, page.is_jfif
+        )
+        rgb_stream = 2 if colorspace == 2 else 0
+        tables = page.jpegtables
+        samples = self.samples
+        tile_cols = self.tile[1]
+        decode = _decode_region
+
+        def decode_part(data: bytes, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+            buffer = np.empty((r1 - r0, tile_cols, samples), dtype=np.uint8)
+            first, _ = decode(data, tables, r0, r1, c0, c1, rgb_stream, buffer)
+            return buffer[:, c0 - first : c1 - first]
+
+        return decode_part
 
     def _decoder(self, page: tifffile.TiffPage, path: str) -> Callable[[bytes, int], np.ndarray]:
         """Return a function decoding one segment's bytes into a (rows, cols, samples) array."""
@@ -534,6 +578,16 @@ class TiffBackend(Backend):
             r0, r1 = max(row, top), min(row + height, top + tile_rows, info.shape[0])
             c0, c1 = max(col, left), min(col + width, left + tile_cols, info.shape[1])
             target = out[r0 - row : r1 - row, c0 - col : c1 - col]
+            partial = (r1 - r0, c1 - c0) != (tile_rows, tile_cols)
+            if partial and info.decode_part is not None:
+                data = self._part(
+                    info, tile_row, tile_col, r0 - top, r1 - top, c0 - left, c1 - left
+                )
+                if data is None:
+                    target[...] = fill
+                else:
+                    target[...] = data
+                return
             data = self._tile(info, tile_row, tile_col)
             if data is None:
                 target[...] = fill
@@ -549,24 +603,10 @@ class TiffBackend(Backend):
                 )
             target[...] = source
 
-        if len(tiles) == 1 or threading.current_thread().name.startswith(_DECODE_THREAD_PREFIX):
-            for tile in tiles:
-                copy_tile(*tile)
-            return
-        pool = decode_pool()
-        futures: list[Future[None]] = [pool.submit(copy_tile, *tile) for tile in tiles[1:]]
-        error: BaseException | None = None
-        try:
+        if len(tiles) == 1:
             copy_tile(*tiles[0])
-        except BaseException as caught:
-            error = caught
-        for future in futures:
-            try:
-                future.result()
-            except BaseException as caught:
-                error = error or caught
-        if error is not None:
-            raise error
+        else:
+            run_parallel([functools.partial(copy_tile, *tile) for tile in tiles])
 
     def _tile(self, info: _TiffLevel, tile_row: int, tile_col: int) -> np.ndarray | None:
         """Decode one tile (all its planes) as a (rows, cols, samples) array, or ``None``."""
@@ -581,7 +621,23 @@ class TiffBackend(Backend):
             return None
         return np.concatenate(planes, axis=2)  # type: ignore[arg-type]
 
-    def _segment(self, info: _TiffLevel, index: int, tile: tuple[int, int]) -> np.ndarray | None:
+    def _part(
+        self, info: _TiffLevel, tile_row: int, tile_col: int, r0: int, r1: int, c0: int, c1: int
+    ) -> np.ndarray | None:
+        """Decode rows [r0, r1) x cols [c0, c1) of one JPEG tile, or ``None`` if sparse."""
+        tile = (tile_row, tile_col)
+        data = self._bytes(info, tile_row * info.grid[1] + tile_col, tile)
+        if data is None:
+            return None
+        try:
+            return info.decode_part(data, r0, r1, c0, c1)  # type: ignore[misc]
+        except Exception as error:
+            raise CorruptImageError(
+                self.path, f"cannot decode tile data ({error})", level=info.index, tile=tile
+            ) from None
+
+    def _bytes(self, info: _TiffLevel, index: int, tile: tuple[int, int]) -> bytes | None:
+        """Read the stored bytes of one segment (``None`` for a sparse one)."""
         offset = int(info.offsets[index])
         count = int(info.counts[index])
         if count == 0 or offset == 0:
@@ -602,6 +658,12 @@ class TiffBackend(Backend):
                 level=info.index,
                 tile=tile,
             )
+        return data
+
+    def _segment(self, info: _TiffLevel, index: int, tile: tuple[int, int]) -> np.ndarray | None:
+        data = self._bytes(info, index, tile)
+        if data is None:
+            return None
         try:
             array = info.decode(data, index)
         except Exception as error:
