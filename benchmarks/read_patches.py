@@ -504,9 +504,8 @@ def measure(
 def _thread_settings() -> list[str]:
     lines = []
     try:
-        from digipath.io.threads import default_thread_count
-
         from digipath.io.backends.tiff import REGION_DECODING
+        from digipath.io.threads import default_thread_count
 
         lines.append(
             f"digipath: {default_thread_count()} decode thread(s) per process "
