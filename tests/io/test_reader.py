@@ -156,6 +156,24 @@ def test_uint16_mask_round_trip(tmp_path):
         assert set(np.unique(reader.read(3.0, 0, 0, 200, 200))) <= set(np.unique(mask))
 
 
+@pytest.mark.parametrize("compression", ["none", "lzw", "deflate", "jpeg"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_every_compression_reads_back(tmp_path, compression, channels):
+    image = smooth_rgb(700, 900)[:, :, :channels].copy()
+    path = write(
+        tmp_path / "image.tif", image, 0.25, compression, tile_size=256, min_level_size=500
+    )
+    with ImageReader(path) as reader:
+        assert reader.compression == compression and reader.channels == channels
+        stored = stored_levels(path)
+        for spacing, level in ((0.25, 0), (0.5, 1)):
+            patch = reader.read(spacing, 100, 77, 300, 290)
+            expected = padded(stored[level], 100, 77, 300, 290, reader.default_fill())
+            assert np.array_equal(patch, expected)
+        if compression != "jpeg":
+            assert np.array_equal(reader.content(0.25), image)
+
+
 def test_spacing_override_and_files_without_spacing(tmp_path):
     path = write(tmp_path / "bare.tif", smooth_rgb(600, 500), None, "lzw", min_level_size=200)
     reader = ImageReader(path)
@@ -380,6 +398,14 @@ def test_close_context_manager_and_pickle(rgb_pyramid):
     assert copy.tolerance == 0.1 and not copy.closed
     assert np.array_equal(copy.read(0.5, 100, 100, 50, 50), patch)
     reader.close()  # idempotent
+
+
+def test_hash_is_the_sha256_of_the_file(rgb_pyramid):
+    import hashlib
+
+    reader = ImageReader(rgb_pyramid)
+    assert reader.hash() == hashlib.sha256(rgb_pyramid.read_bytes()).hexdigest()
+    assert reader.hash() is reader.hash()  # computed once
 
 
 def test_concurrent_reads_equal_serial_reads(rgb_pyramid):

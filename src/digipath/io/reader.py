@@ -15,6 +15,7 @@ instead. Regions reaching outside the image are padded with a fill value.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -193,6 +194,7 @@ class ImageReader:
         self._backend = open_backend(self._path, backend)
         self._closed = False
         self._lock = threading.Lock()
+        self._hash: str | None = None
         levels = self._backend.levels
         self._shapes = [level.shape for level in levels]
         self._downsamplings = [float(level.downsampling) for level in levels]
@@ -303,6 +305,20 @@ class ImageReader:
         if self._channels == 1 and np.issubdtype(self._dtype, np.integer):
             return "nearest"
         return "area"
+
+    def hash(self) -> str:
+        """Return the SHA-256 of the image file as a hex string (computed once, streamed).
+
+        Statistics caches (``.stat`` files) record it to notice when an image changed.
+        """
+        with self._lock:
+            if self._hash is None:
+                digest = hashlib.sha256()
+                with open(self._path, "rb") as handle:
+                    for block in iter(lambda: handle.read(2**24), b""):
+                        digest.update(block)
+                self._hash = digest.hexdigest()
+            return self._hash
 
     # ----------------------------------------------------------------------------------------
     # Spacing
