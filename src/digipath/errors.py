@@ -168,6 +168,60 @@ class ImageWriteError(ImageError):
 
 
 # --------------------------------------------------------------------------------------------
+# Training data
+
+
+class DataError(DigipathError):
+    """Base class of errors about training data: masks, statistics, sources, sampling."""
+
+
+class StatsError(DataError):
+    """A mask statistics (``.stat``) file cannot be built, read or used.
+
+    Parameters
+    ----------
+    path
+        The ``.stat`` file or the mask concerned.
+    reason
+        What went wrong and what was expected.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None, reason: str) -> None:
+        self.path = os.fspath(path) if path is not None else None
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}" if self.path is not None else reason)
+
+
+class StatsMismatchError(StatsError):
+    """A ``.stat`` file does not describe the mask, spacing or labels it is used with.
+
+    Attributes
+    ----------
+    differences
+        ``{field: (stored, expected)}`` for every field that differs (``mask hash``,
+        ``shape``, ``spacing``, ``labels``...).
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str] | None, differences: dict[str, tuple[object, object]]
+    ) -> None:
+        self.differences = dict(differences)
+        listed = "; ".join(
+            f"{name}: stored {stored!r}, expected {expected!r}"
+            for name, (stored, expected) in self.differences.items()
+        )
+        super().__init__(path, f"the statistics do not match ({listed}); rebuild them")
+
+
+class LabelMapError(DataError, ValueError):
+    """A label map (mask value -> network class) is invalid."""
+
+
+class SamplingError(DataError):
+    """Patches cannot be sampled as requested (unknown label, no such pixels, bad shapes)."""
+
+
+# --------------------------------------------------------------------------------------------
 # Configuration
 
 
@@ -190,3 +244,25 @@ class ConfigError(DigipathError):
         self.source = os.fspath(source) if source is not None else None
         prefix = f"{self.source}: " if self.source else ""
         super().__init__(f"{prefix}{key}: {reason}")
+
+
+class DataConfigError(ConfigError):
+    """A data config (image, mask and stat sources by purpose and category) is invalid.
+
+    ``key`` is the YAML key path of the offending entry, e.g. ``data.training.tumor[3].labels``;
+    it is empty for errors about the whole file (unknown extension, unreadable YAML), in which
+    case the message is ``"<source>: <reason>"``.
+    """
+
+    def __init__(self, key: str, reason: str, source: str | os.PathLike[str] | None = None) -> None:
+        super().__init__(key, reason, source)
+        if not key:
+            self.args = (f"{self.source}: {reason}" if self.source else reason,)
+
+
+class DatasetFormatError(DataConfigError):
+    """A DeepHealth dataset file (or the folder tree it is generated from) is invalid."""
+
+
+class SplitError(DataConfigError):
+    """Sources cannot be split by patient as requested (ratios, fold count, patient ids)."""

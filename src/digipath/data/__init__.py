@@ -1,0 +1,1 @@
+"""Training data: data configs, mask statistics, patch sampling, patient-level splits."""
