@@ -212,6 +212,13 @@ def test_level_matching_at_the_tolerance_edges(rgb_pyramid):
     assert reader.level(0.5, tolerance=0.0) == 1
 
 
+def test_refine_gives_the_spacing_of_the_returned_pixels(rgb_pyramid):
+    reader = ImageReader(rgb_pyramid)
+    assert reader.refine(0.3) == pytest.approx(0.25)
+    assert reader.refine(0.7) == 0.7  # no level within 25 %: resampled to 0.7
+    assert reader.refine(0.7, tolerance=0.5) == pytest.approx(0.5)
+
+
 def test_matching_level_is_returned_as_stored(rgb_pyramid):
     reader = ImageReader(rgb_pyramid)
     levels = stored_levels(rgb_pyramid)

@@ -339,6 +339,17 @@ class ImageReader:
             raise SpacingError(self._path, spacing, self._spacings, tolerance)
         return index
 
+    def refine(self, spacing: float, tolerance: float | None = None) -> float:
+        """The spacing (µm/px) of what :meth:`read` returns for a requested ``spacing``.
+
+        The matching level's own spacing when a level matches, else ``spacing`` itself (the
+        region is resampled to it).
+        """
+        index, factor = self._plan(spacing, tolerance, strict=False)
+        if factor == 1.0:
+            return float(self._spacings[index])  # type: ignore[arg-type]
+        return float(spacing)
+
     def shape(self, spacing: float, tolerance: float | None = None) -> tuple[int, int]:
         """(rows, cols) of the whole image at ``spacing`` (µm/px), as :meth:`read` sees it."""
         index, factor = self._plan(spacing, tolerance, strict=False)
