@@ -221,6 +221,36 @@ class SamplingError(DataError):
     """Patches cannot be sampled as requested (unknown label, no such pixels, bad shapes)."""
 
 
+class SourceError(DataError):
+    """A data source (image, mask or stat file of a data config item) is missing or unusable."""
+
+    def __init__(self, path: str | os.PathLike[str] | None, reason: str) -> None:
+        self.path = os.fspath(path) if path is not None else None
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}" if self.path is not None else reason)
+
+
+class FailedSourceSelectionError(DataError):
+    """Strict source selection found no open image declaring some labels.
+
+    Attributes
+    ----------
+    labels
+        The labels with a ratio > 0 that no selected image declares.
+    sources
+        The images (stat or mask paths) that were selected.
+    """
+
+    def __init__(self, labels: Sequence[int], sources: Sequence[str]) -> None:
+        self.labels = list(labels)
+        self.sources = list(sources)
+        shown = ", ".join(self.sources[:10]) + (" ..." if len(self.sources) > 10 else "")
+        super().__init__(
+            f"no selected image declares labels {self.labels} (selected: {shown or 'none'}); "
+            "raise the pool size, add images with these labels or turn strict selection off"
+        )
+
+
 # --------------------------------------------------------------------------------------------
 # Configuration
 
