@@ -177,3 +177,21 @@ def test_invalid_labels(mask_file):
         MaskStats.from_mask(path, 2.0, [])
     with pytest.raises(ValueError, match="0-254"):
         MaskStats.from_mask(path, 2.0, [255])
+
+
+@given(labels=st.integers(1, 40), seed=st.integers(0, 100))
+def test_label_index_packing_round_trips(labels, seed):
+    from digipath.data.stats import _bits, _pack, _unpack
+
+    bits = _bits(labels)
+    indices = np.random.default_rng(seed).integers(0, labels + 1, (16, 64)).astype(np.uint8)
+    packed = _pack(indices, bits)
+    assert packed.shape == (16, 64 * bits // 8)
+    assert np.array_equal(_unpack(packed, bits, 64), indices)
+
+
+def test_mixed_tiles_are_packed(mask_file):
+    path, _ = mask_file
+    one = MaskStats.from_mask(path, 2.0, [1], tile_size=64)
+    assert one.bits == 1 and one.mixed_tiles.shape[1:] == (64, 8)
+    assert one.nbytes < 470 * 333 / 2

@@ -5,7 +5,9 @@ pixels of each tracked label. Tiles are of three kinds:
 
 * *empty*: no tracked label at all (nothing kept but the zero counts);
 * *uniform*: every pixel is the same tracked label (only its index is kept);
-* *mixed*: the raw tile is kept, with per-row cumulative counts per label.
+* *mixed*: the tile's label indices are kept, bit-packed (1 bit per pixel for one tracked
+  label, 2 for up to three, 4 for up to fifteen, 8 beyond), with per-row cumulative counts per
+  label.
 
 With the counts cumulated over tiles in row-major order, "the n-th pixel of label L" resolves
 by two binary searches (tile, then row inside a mixed tile) and a scan of one row, without the
@@ -129,10 +131,9 @@ class MaskStats:
         self.tile_counts = tile_counts  # (tile rows, tile cols, labels) int64
         self.tile_kind = tile_kind  # (tile rows, tile cols) int8: empty, uniform, mixed
         self.tile_ref = tile_ref  # uniform: label index; mixed: index into mixed_tiles
-        self.mixed_tiles = mixed_tiles  # (M, tile, tile) uint8 raw mask values
+        self.mixed_tiles = mixed_tiles  # (M, tile, tile * bits / 8) packed label indices
+        self.bits = _bits(len(self.labels))
         self.mixed_row_counts = mixed_row_counts  # (M, tile, labels) int32 cumulative per row
-        self._lut = np.full(256, len(self.labels), dtype=np.uint8)
-        self._lut[list(self.labels)] = np.arange(len(self.labels), dtype=np.uint8)
         flat = tile_counts.reshape(-1, len(self.labels))
         self._cumulative = np.cumsum(flat, axis=0)  # (tiles, labels) int64, row-major
 
@@ -173,8 +174,10 @@ class MaskStats:
         """
         labels = _check_labels(labels)
         spacing = check_spacing(spacing, "mask spacing")
-        if not isinstance(tile_size, int) or tile_size < 16:
-            raise ValueError(f"tile_size must be an integer >= 16 pixels, got {tile_size!r}")
+        if not isinstance(tile_size, int) or tile_size < 16 or tile_size % 8:
+            raise ValueError(
+                f"tile_size must be a multiple of 8 pixels, at least 16, got {tile_size!r}"
+            )
         reader = mask if isinstance(mask, ImageReader) else ImageReader(mask)
         if reader.spacings[0] is None:
             if image is None:
@@ -227,9 +230,10 @@ class MaskStats:
                     raw = np.full((tile_size, tile_size), IGNORE, dtype=np.uint8)
                     source = band[:, left : left + tile_size]
                     raw[: source.shape[0], : source.shape[1]] = source
+                    tile_index = lut[raw]
                     # Padding (255) maps to no tracked label (labels are 0-254): never counted.
-                    one_hot = lut[raw][:, :, None] == np.arange(count, dtype=np.uint8)
-                    mixed.append(raw)
+                    one_hot = tile_index[:, :, None] == np.arange(count, dtype=np.uint8)
+                    mixed.append(_pack(tile_index, _bits(count)))
                     mixed_rows.append(np.cumsum(one_hot.sum(axis=1), axis=0).astype(np.int32))
         return cls(
             labels=labels,
@@ -241,7 +245,11 @@ class MaskStats:
             tile_counts=tile_counts,
             tile_kind=tile_kind,
             tile_ref=tile_ref,
-            mixed_tiles=np.stack(mixed) if mixed else np.zeros((0, tile_size, tile_size), np.uint8),
+            mixed_tiles=(
+                np.stack(mixed)
+                if mixed
+                else np.zeros((0, tile_size, tile_size * _bits(count) // 8), np.uint8)
+            ),
             mixed_row_counts=(
                 np.stack(mixed_rows) if mixed_rows else np.zeros((0, tile_size, count), np.int32)
             ),
@@ -449,7 +457,8 @@ class MaskStats:
                 row_counts = self.mixed_row_counts[ref, :, index]
                 row = int(np.searchsorted(row_counts, n, side="right"))
                 n -= int(row_counts[row - 1]) if row > 0 else 0
-                hits = np.flatnonzero(self._lut[self.mixed_tiles[ref, row]] == index)
+                packed = self.mixed_tiles[ref, row : row + 1]
+                hits = np.flatnonzero(_unpack(packed, self.bits, size)[0] == index)
                 col = int(hits[n])
             result[k] = (tr * size + row, tc * size + col)
         return result
@@ -516,8 +525,9 @@ class MaskStats:
                 if kind == _UNIFORM:
                     target[...] = self.labels[int(self.tile_ref[tr, tc])]
                 elif kind == _MIXED:
-                    raw = self.mixed_tiles[int(self.tile_ref[tr, tc])]
-                    target[...] = values[self._lut[raw[a0 - top : a1 - top, b0 - left : b1 - left]]]
+                    packed = self.mixed_tiles[int(self.tile_ref[tr, tc]), a0 - top : a1 - top]
+                    indices = _unpack(packed, self.bits, size)[:, b0 - left : b1 - left]
+                    target[...] = values[indices]
         return out
 
     def _label_index(self, label: int) -> int:
@@ -534,6 +544,36 @@ class MaskStats:
             f"MaskStats({self.mask_path!r}, {self.shape[0]}x{self.shape[1]} at "
             f"{self.spacing:.4g} µm/px, counts {self.counts}, {len(self.mixed_tiles)} mixed tiles)"
         )
+
+
+def _bits(labels: int) -> int:
+    """Bits per pixel for label indices 0 .. ``labels`` (the last one: untracked)."""
+    for bits in (1, 2, 4):
+        if labels < 2**bits:
+            return bits
+    return 8
+
+
+def _pack(indices: np.ndarray, bits: int) -> np.ndarray:
+    """Pack (rows, cols) label indices of ``bits`` bits into (rows, cols * bits / 8) bytes."""
+    if bits == 8:
+        return indices.astype(np.uint8)
+    per_byte = 8 // bits
+    groups = indices.reshape(indices.shape[0], -1, per_byte).astype(np.uint8)
+    packed = np.zeros(groups.shape[:2], dtype=np.uint8)
+    for k in range(per_byte):
+        packed |= groups[:, :, k] << np.uint8(bits * k)
+    return packed
+
+
+def _unpack(packed: np.ndarray, bits: int, cols: int) -> np.ndarray:
+    """Inverse of :func:`_pack`: (rows, cols * bits / 8) bytes to (rows, cols) indices."""
+    if bits == 8:
+        return packed
+    per_byte = 8 // bits
+    shifts = (bits * np.arange(per_byte)).astype(np.uint8)
+    values = (packed[:, :, None] >> shifts) & np.uint8(2**bits - 1)
+    return values.reshape(packed.shape[0], cols)
 
 
 def _progress(items: range, enabled: bool, description: str) -> Iterable[int]:
