@@ -77,3 +77,10 @@ def test_invalid_input():
         distribute_population(2.5, [1])
     with pytest.raises(ValueError, match="population"):
         distribute_population(-1, [1])
+
+
+def test_zero_ratios_get_nothing_extra():
+    for seed in range(50):
+        shares = distribute_population(7, {"train": 1, "validation": 1, "test": 0}, seed)
+        assert shares["test"] == 0 and sum(shares.values()) == 7
+    assert distribute_population(3, [1, 0], 0, maximum=[1, 5]) == [1, 2]

@@ -98,7 +98,8 @@ def distribute_population(population, ratios, rng=None, *, minimum=None, maximum
     Shares start at ``clamp(round(ratio * population), minimum, maximum)``. While the total is
     short (or over), units are added to (removed from) shares still below their maximum (above
     their minimum): when the difference is at least the number of such shares each of them
-    takes an equal part, and the last units go to distinct shares drawn at random.
+    takes an equal part, and the last units go to distinct shares drawn at random. Shares of
+    ratio 0 receive units only when no other share has room left.
     """
     as_mapping = isinstance(ratios, Mapping)
     keys = list(ratios) if as_mapping else list(range(len(ratios)))
@@ -134,6 +135,8 @@ def distribute_population(population, ratios, rng=None, *, minimum=None, maximum
         step = 1 if difference > 0 else -1
         room = (high - shares) if step > 0 else (shares - low)
         open_shares = np.flatnonzero(room > 0)
+        if step > 0 and (values[open_shares] > 0).any():
+            open_shares = open_shares[values[open_shares] > 0]  # zero ratios take nothing extra
         if len(open_shares) <= abs(difference):
             part = min(abs(difference) // len(open_shares), int(room[open_shares].min()))
             shares[open_shares] += step * part
