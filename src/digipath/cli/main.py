@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from digipath.cli import info
+from digipath.cli import data, info
 
 app = typer.Typer(
     name="digipath",
@@ -17,6 +17,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command(name="info")(info.info)
+app.command(name="preprocess-masks")(data.preprocess_masks)
+app.command(name="normalize-masks")(data.normalize_masks)
+app.command(name="make-dataset")(data.make_dataset)
+app.command(name="split")(data.split)
 
 
 @app.callback()
