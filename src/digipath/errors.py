@@ -296,3 +296,63 @@ class DatasetFormatError(DataConfigError):
 
 class SplitError(DataConfigError):
     """Sources cannot be split by patient as requested (ratios, fold count, patient ids)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Annotations
+
+
+class AnnotationError(DigipathError):
+    """Base class of errors about vector annotations (ASAP XML, QuPath GeoJSON) and masks.
+
+    Parameters
+    ----------
+    path
+        The annotation file (or mask) concerned, ``None`` for annotations built in memory.
+    reason
+        What went wrong and what was expected.
+    item
+        The offending item where known, e.g. ``"annotation 'Annotation 3' (index 3)"`` or
+        ``"feature 7"``; it is put in front of the reason.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str] | None, reason: str, *, item: str | None = None
+    ) -> None:
+        self.path = os.fspath(path) if path is not None else None
+        self.reason = reason
+        self.item = item
+        message = f"{item}: {reason}" if item else reason
+        super().__init__(f"{self.path}: {message}" if self.path is not None else message)
+
+    def __reduce__(self):  # keep the structured fields when sent between processes
+        return (_rebuild_error, (type(self), self.__dict__, self.args))
+
+
+class AnnotationFormatError(AnnotationError, ValueError):
+    """An annotation file is malformed: not XML/JSON, a missing element, a bad coordinate."""
+
+
+class AnnotationLabelError(AnnotationError, ValueError):
+    """Annotations carry labels that the label map does not list.
+
+    Attributes
+    ----------
+    labels
+        The unlisted labels (``None`` stands for annotations without a label).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None,
+        labels: Sequence[str | None],
+        known: Sequence[str],
+    ) -> None:
+        self.labels = list(labels)
+        self.known = list(known)
+        shown = ", ".join("<no label>" if label is None else repr(label) for label in self.labels)
+        super().__init__(
+            path,
+            f"labels not in the label map: {shown} (label map: {', '.join(map(repr, self.known))}"
+            "); add them to the label map or pass unknown_labels='ignore'",
+        )
