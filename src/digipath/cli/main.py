@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from digipath.cli import data, info
+from digipath.cli import annotations, data, info
 
 app = typer.Typer(
     name="digipath",
@@ -21,6 +21,8 @@ app.command(name="preprocess-masks")(data.preprocess_masks)
 app.command(name="normalize-masks")(data.normalize_masks)
 app.command(name="make-dataset")(data.make_dataset)
 app.command(name="split")(data.split)
+app.command(name="annotations-to-mask")(annotations.annotations_to_mask)
+app.command(name="mask-to-annotations")(annotations.mask_to_annotations)
 
 
 @app.callback()
