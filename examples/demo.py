@@ -1,10 +1,11 @@
-"""The digipath demo: copy a real slide into a tiled JPEG pyramid and describe it.
+"""The digipath demo: a pyramid from a real slide, a mask from annotations, sampled patches.
 
 Reads ``CMU-1-Small-Region.svs`` from the test data (``DIGIPATH_TEST_DATA``, default
 ``../shared/data``) tile by tile at its native spacing, writes it with :class:`ImageWriter` as a
 pyramidal TIFF in ``demo-output/``, checks a patch read back from the new file, and prints
-``digipath info`` of both files. Without the test data, it builds a synthetic tissue-like image
-instead. Later workflows (sampling, training, inference) extend this demo.
+``digipath info`` of both files. Then it rasterises two GeoJSON annotations into a label mask,
+builds its statistics and samples label-balanced patches at two spacings. Without the test data,
+it builds a synthetic tissue-like image instead.
 """
 
 from __future__ import annotations
@@ -82,7 +83,46 @@ def main() -> int:
         overview = copy.read(spacing * 4, 0, 0, 64, 64)
         print(f"a 64 x 64 patch at {spacing * 4:.3g} µm/px: mean colour {overview.mean((0, 1))}")
     command = [sys.executable, "-m", "digipath", "info", str(source), str(target)]
-    return subprocess.call(command)
+    status = subprocess.call(command)
+    sample_patches(target)
+    return status
+
+
+def sample_patches(slide: Path) -> None:
+    """Annotate the pyramid, rasterise a mask at 4x its spacing, sample balanced patches."""
+    import json
+
+    from digipath.annotations.rasterize import annotations_to_mask_like
+    from digipath.data.sampler import PatchSampler
+
+    with ImageReader(slide) as reader:
+        rows, cols = reader.shapes[0]
+        spacing = reader.spacings[0]
+
+    def box(top: float, left: float, bottom: float, right: float) -> list[list[float]]:
+        return [[left, top], [right, top], [right, bottom], [left, bottom], [left, top]]
+
+    features = [
+        {"type": "Feature", "properties": {"classification": {"name": name}},
+         "geometry": {"type": "Polygon", "coordinates": [ring]}}
+        for name, ring in (
+            ("tumour", box(rows * 0.1, cols * 0.1, rows * 0.45, cols * 0.6)),
+            ("stroma", box(rows * 0.6, cols * 0.5, rows * 0.9, cols * 0.9)),
+        )
+    ]  # fmt: skip
+    annotations = OUTPUT / "annotations.geojson"
+    annotations.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    mask_spacing = 4 * spacing
+    mask = annotations_to_mask_like(
+        annotations, OUTPUT / "mask.tif", slide, mask_spacing, {"tumour": 1, "stroma": 2}
+    )
+    sampler = PatchSampler(slide, mask=mask, labels=[0, 1, 2], mask_spacing=mask_spacing)
+    print(f"mask statistics: {sampler.stats.counts} pixels per label at {mask_spacing:.3g} µm/px")
+    shapes = {spacing: (256, 256), 2 * spacing: (256, 256)}
+    samples = sampler.sample({0: 4, 1: 4, 2: 4}, shapes, rng=0)
+    for size, patches in samples.patches.items():
+        print(f"sampled {patches.shape[0]} patches of {patches.shape[1:]} at {size:.3g} µm/px")
+    print(f"central labels: {samples.labels.tolist()}")
 
 
 if __name__ == "__main__":
