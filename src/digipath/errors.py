@@ -20,13 +20,13 @@ class DigipathError(Exception):
 # Images
 
 
-class ImageError(DigipathError):
-    """Base class of errors about one image file.
+class FileError(DigipathError):
+    """Base class of errors about one file: carries ``path`` and ``reason``.
 
     Parameters
     ----------
     path
-        The image file concerned (may be ``None`` when the image has no file yet).
+        The file concerned (may be ``None`` when there is no file yet).
     reason
         What went wrong and what was expected.
     """
@@ -38,6 +38,10 @@ class ImageError(DigipathError):
 
     def __reduce__(self):  # keep the structured fields when sent between processes
         return (_rebuild_error, (type(self), self.__dict__, self.args))
+
+
+class ImageError(FileError):
+    """Base class of errors about one image file (``path``, ``reason``)."""
 
 
 def _rebuild_error(cls, state, args):
@@ -175,21 +179,8 @@ class DataError(DigipathError):
     """Base class of errors about training data: masks, statistics, sources, sampling."""
 
 
-class StatsError(DataError):
-    """A mask statistics (``.stat``) file cannot be built, read or used.
-
-    Parameters
-    ----------
-    path
-        The ``.stat`` file or the mask concerned.
-    reason
-        What went wrong and what was expected.
-    """
-
-    def __init__(self, path: str | os.PathLike[str] | None, reason: str) -> None:
-        self.path = os.fspath(path) if path is not None else None
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}" if self.path is not None else reason)
+class StatsError(DataError, FileError):
+    """A mask statistics (``.stat``) file cannot be built, read or used (``path``, ``reason``)."""
 
 
 class StatsMismatchError(StatsError):
@@ -221,13 +212,8 @@ class SamplingError(DataError):
     """Patches cannot be sampled as requested (unknown label, no such pixels, bad shapes)."""
 
 
-class SourceError(DataError):
+class SourceError(DataError, FileError):
     """A data source (image, mask or stat file of a data config item) is missing or unusable."""
-
-    def __init__(self, path: str | os.PathLike[str] | None, reason: str) -> None:
-        self.path = os.fspath(path) if path is not None else None
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}" if self.path is not None else reason)
 
 
 class FailedSourceSelectionError(DataError):
