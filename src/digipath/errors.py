@@ -342,3 +342,22 @@ class AnnotationLabelError(AnnotationError, ValueError):
             f"labels not in the label map: {shown} (label map: {', '.join(map(repr, self.known))}"
             "); add them to the label map or pass unknown_labels='ignore'",
         )
+
+
+# -- augmentation -------------------------------------------------------------------------------
+
+
+class AugmentationError(DigipathError, ValueError):
+    """An augmenter, container or pool got an invalid parameter, patch or call order.
+
+    The message names the augmenter (by its keyword, e.g. ``hed_color``) and the parameter or
+    array that was wrong, and says what was expected.
+    """
+
+
+class AugmentationConfigError(ConfigError, AugmentationError):
+    """An augmentation configuration (YAML section or DeepHealth text) is invalid.
+
+    ``key`` names where: the YAML key path (``augmentation.training[1].items[0].sigma``) or the
+    text line (``line 3: AugRotate.angle``).
+    """
