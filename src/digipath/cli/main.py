@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from digipath.cli import annotations, data, info
+from digipath.cli import annotations, augment, data, info
 
 app = typer.Typer(
     name="digipath",
@@ -23,6 +23,7 @@ app.command(name="make-dataset")(data.make_dataset)
 app.command(name="split")(data.split)
 app.command(name="annotations-to-mask")(annotations.annotations_to_mask)
 app.command(name="mask-to-annotations")(annotations.mask_to_annotations)
+app.command(name="augment-preview")(augment.augment_preview)
 
 
 @app.callback()
