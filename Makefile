@@ -27,6 +27,8 @@ test: lint
 
 bench: venv
 	$(PY) benchmarks/read_patches.py
+	$(PY) benchmarks/sample_patches.py
+	$(PY) benchmarks/augment.py
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache .ruff_cache .hypothesis
