@@ -14,6 +14,7 @@ from digipath.augment import (
     Flip,
     GaussianBlur,
     HsbColor,
+    Resize,
     Rotate,
     Rotate90,
     Scale,
@@ -175,3 +176,26 @@ def test_too_small_result_is_an_error(he_patch):
     pool.randomize()
     with pytest.raises(AugmentationError, match="smaller than the target"):
         pool.transform(he_patch[:50, :50], None, (64, 64))
+
+
+def test_without_shapes_the_natural_output_shape_is_kept(he_patch):
+    pool = AugmenterPool(rng=0)
+    pool.append_group("size")
+    pool.append_augmenter(Resize(shape=(100, 120)), "size")
+    pool.append_augmenter(Flip(["none", "vertical"]), "size")
+    labels = np.zeros((3, 256, 256), np.uint8)
+    out, maps = pool.process(np.stack([he_patch] * 3), labels)
+    assert out.shape == (3, 100, 120, 3) and maps.shape == (3, 100, 120)
+    empty, _ = pool.process(np.empty((0, 256, 256, 3), np.uint8))
+    assert empty.shape == (0, 256, 256, 3)
+
+
+def test_draws_of_different_shapes_need_target_shapes(he_patch):
+    pool = AugmenterPool(rng=0)
+    pool.append_group("size", random=True)
+    pool.append_augmenter(Resize(shape=(100, 100)), "size")
+    pool.append_augmenter(Resize(shape=(80, 80)), "size")
+    with pytest.raises(AugmentationError, match="pass the target shapes"):
+        pool.process(np.stack([he_patch] * 20))
+    out, _ = pool.process(np.stack([he_patch] * 20), shapes=(64, 64))
+    assert out.shape == (20, 64, 64, 3)

@@ -45,6 +45,18 @@ class _Group:
         return self._container
 
 
+def _store(outputs: dict[float, np.ndarray], key: float, index: int, array: np.ndarray) -> None:
+    """Write ``array`` as item ``index`` of ``outputs[key]``, widening its dtype if needed."""
+    if array.dtype != outputs[key].dtype:
+        outputs[key] = outputs[key].astype(np.result_type(outputs[key], array))
+    if array.shape != outputs[key].shape[1:]:
+        raise AugmentationError(
+            f"this draw produced a {array.shape} patch where the first gave "
+            f"{outputs[key].shape[1:]}; pass the target shapes to process()"
+        )
+    outputs[key][index] = array
+
+
 class AugmenterPool:
     """Ordered groups of augmenters, drawn once per patch location.
 
@@ -204,8 +216,9 @@ class AugmenterPool:
             ``None``; ``(N,)`` central labels (returned unchanged); or label maps shaped like
             ``patches`` without the channel axis (``{spacing: (N, rows, cols)}`` or one array).
         shapes
-            Target (rows, cols) per spacing (or one shape for an array); ``None`` keeps the
-            input shapes.
+            Target (rows, cols) per spacing (or one shape for an array). ``None``: the natural
+            output shape of the pipeline (the input shape unless it holds a crop or resize);
+            every draw must then produce the shape the first one did.
         randomize
             Draw new parameters for every location (``False``: reuse the current draw for all).
 
@@ -225,8 +238,9 @@ class AugmenterPool:
                 maps = {0.0: labels}
             else:
                 maps = dict(labels)
+        targets: dict[float, Shape | None]
         if shapes is None:
-            targets = {key: tuple(value.shape[1:3]) for key, value in images.items()}
+            targets = dict.fromkeys(images)
         elif single:
             targets = {0.0: tuple(shapes)}
         else:
@@ -244,10 +258,6 @@ class AugmenterPool:
                     )
         out_images: dict[float, np.ndarray] = {}
         out_maps: dict[float, np.ndarray] = {}
-        for key, value in images.items():
-            out_images[key] = np.empty((count, *targets[key], *value.shape[3:]), value.dtype)
-            if maps is not None and key in maps:
-                out_maps[key] = np.empty((count, *targets[key]), maps[key].dtype)
         for index in range(count):
             if randomize or not self._randomized:
                 self.randomize()
@@ -255,13 +265,19 @@ class AugmenterPool:
             for key, value in images.items():
                 label = maps[key][index] if maps is not None and key in maps else None
                 image, label = run_chain(leaves, value[index], label, targets[key])
-                if image.dtype != out_images[key].dtype:
-                    out_images[key] = out_images[key].astype(image.dtype)
-                out_images[key][index] = image
+                if index == 0:  # the first draw sets the output shapes (and dtypes)
+                    out_images[key] = np.empty((count, *image.shape), image.dtype)
+                    if label is not None:
+                        out_maps[key] = np.empty((count, *label.shape), label.dtype)
+                _store(out_images, key, index, image)
                 if label is not None:
-                    if label.dtype != out_maps[key].dtype:
-                        out_maps[key] = out_maps[key].astype(label.dtype)
-                    out_maps[key][index] = label
+                    _store(out_maps, key, index, label)
+        if count == 0:
+            for key, value in images.items():
+                shape = value.shape[1:3] if targets[key] is None else targets[key]
+                out_images[key] = np.empty((0, *shape, *value.shape[3:]), value.dtype)
+                if maps is not None and key in maps:
+                    out_maps[key] = np.empty((0, *shape), maps[key].dtype)
         result_labels = central
         if maps is not None:
             result_labels = out_maps[0.0] if single else out_maps
