@@ -1,11 +1,12 @@
-"""The digipath demo: a pyramid from a real slide, a mask from annotations, sampled patches.
+"""The digipath demo: a pyramid from a real slide, a mask, sampled and augmented patches.
 
 Reads ``CMU-1-Small-Region.svs`` from the test data (``DIGIPATH_TEST_DATA``, default
 ``../shared/data``) tile by tile at its native spacing, writes it with :class:`ImageWriter` as a
 pyramidal TIFF in ``demo-output/``, checks a patch read back from the new file, and prints
 ``digipath info`` of both files. Then it rasterises two GeoJSON annotations into a label mask,
-builds its statistics and samples label-balanced patches at two spacings. Without the test data,
-it builds a synthetic tissue-like image instead.
+builds its statistics and samples label-balanced patches at two spacings, augments them with the
+seed's augmentation pipeline and draws ``augmentation-preview.png``. Without the test data, it
+builds a synthetic tissue-like image instead.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 from rich.progress import Progress
 
+from digipath.augment import load_augmentation
 from digipath.io import ImageReader, ImageWriter
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 OUTPUT = REPOSITORY / "demo-output"
+EXAMPLES = REPOSITORY / "examples"
 TILE = 512
 
 
@@ -118,11 +122,27 @@ def sample_patches(slide: Path) -> None:
     )
     sampler = PatchSampler(slide, mask=mask, labels=[0, 1, 2], mask_spacing=mask_spacing)
     print(f"mask statistics: {sampler.stats.counts} pixels per label at {mask_spacing:.3g} µm/px")
+    # the seed's augmentation pipeline needs context around each patch (scaling down to 0.75):
+    # sample at the enlarged shapes it asks for, augment, and get 256 x 256 back
+    pool = load_augmentation(EXAMPLES / "augmentation" / "seed.yaml", rng=0)["training"]
     shapes = {spacing: (256, 256), 2 * spacing: (256, 256)}
-    samples = sampler.sample({0: 4, 1: 4, 2: 4}, shapes, rng=0)
+    samples = sampler.sample({0: 4, 1: 4, 2: 4}, pool.shapes(shapes), rng=0)
     for size, patches in samples.patches.items():
         print(f"sampled {patches.shape[0]} patches of {patches.shape[1:]} at {size:.3g} µm/px")
     print(f"central labels: {samples.labels.tolist()}")
+    augmented, _ = pool.process(samples.patches, shapes=shapes)
+    for size, patches in augmented.items():
+        print(f"augmented to {patches.shape[1:]} at {size:.3g} µm/px (one draw per location)")
+    patch = OUTPUT / "patch.png"
+    darkest = samples.patches[spacing][np.argmin(samples.patches[spacing].mean(axis=(1, 2, 3)))]
+    cv2.imwrite(str(patch), cv2.cvtColor(darkest, cv2.COLOR_RGB2BGR))  # the most tissue
+    subprocess.check_call(
+        [
+            sys.executable, "-m", "digipath", "augment-preview",
+            "--config", str(EXAMPLES / "augmentation" / "seed.yaml"), "--image", str(patch),
+            "--out", str(OUTPUT / "augmentation-preview.png"),
+        ]
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
