@@ -7,32 +7,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from label_maps import interior, labelled
 
 from digipath.augment.base import LABEL_FILL, centre_crop, warp_affine
 from digipath.augment.spatial import Flip, Rotate, Rotate90, Scale, Transpose
 from digipath.errors import AugmentationError
-
-
-def labelled(patch: np.ndarray, seed: int = 0, block: int = 16):
-    """A blocky label map (values 0..5) and the patch with channel 0 = label * 40."""
-    rng = np.random.default_rng(seed)
-    rows, cols = patch.shape[:2]
-    blocks = rng.integers(0, 6, (rows // block + 1, cols // block + 1))
-    label = np.kron(blocks, np.ones((block, block), np.int64))[:rows, :cols]
-    image = patch.copy()
-    image[:, :, 0] = label * 40
-    return image, label
-
-
-def interior(label: np.ndarray, size: int = 5) -> np.ndarray:
-    """Pixels whose ``size`` x ``size`` neighbourhood in ``label`` is one value (not fill),
-    away from the edges (a region boundary may lie just outside the result)."""
-    kernel = np.ones((size, size), np.uint8)
-    small = label.astype(np.uint8)
-    low = cv2.erode(small, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    high = cv2.dilate(small, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=255)
-    uniform = low == high
-    return uniform & (label != LABEL_FILL)
 
 
 def drawn(augmenter, seed: int):
