@@ -7,7 +7,8 @@ What is measured
     flip, rotate_90, scale 0.75-1.25; one of HSB colour or contrast; additive Gaussian noise;
     Gaussian blur), run by :meth:`AugmenterPool.process` on patches extracted at the enlarged
     shape the pool asks for (``pool.input_shape((256, 256))``, so scaling down shows real
-    tissue, not reflected border) and centre-cropped back to 256 x 256; against the equivalent
+    tissue, not reflected border) and centre-cropped back to 256 x 256, 64 patches a call as a
+    batch-generator worker makes them; against the equivalent
     albumentations ``Compose`` (HorizontalFlip, RandomRotate90, Affine scale with reflected
     border, OneOf HueSaturationValue / RandomBrightnessContrast, GaussNoise, GaussianBlur) on
     the 256 x 256 patches, one call per patch as a data-loader worker makes them.
@@ -43,6 +44,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = (256, 256)
+BATCH = 64
+"""Patches per :meth:`AugmenterPool.process` call, as a batch-generator worker makes them."""
 
 
 def data_root() -> Path:
@@ -141,8 +144,9 @@ def main() -> None:
     hed_rng = np.random.default_rng(2)
 
     def run_digipath() -> int:
-        out, _ = pool.process(enlarged, shapes=TARGET)
-        assert out.shape == (count, *TARGET, 3)
+        for start in range(0, count, BATCH):
+            out, _ = pool.process(enlarged[start : start + BATCH], shapes=TARGET)
+        assert out.shape[1:] == (*TARGET, 3)
         return count
 
     def run_album() -> int:
