@@ -199,3 +199,12 @@ def test_draws_of_different_shapes_need_target_shapes(he_patch):
         pool.process(np.stack([he_patch] * 20))
     out, _ = pool.process(np.stack([he_patch] * 20), shapes=(64, 64))
     assert out.shape == (20, 64, 64, 3)
+
+
+def test_process_draws_from_the_given_generator(he_patch):
+    pool = load_augmentation(SEED_YAML, rng=0)["training"]
+    batch = np.stack([he_patch] * 4)
+    first, _ = pool.process(batch, rng=np.random.default_rng(5))
+    pool.process(batch)  # advances the pool's own generator only
+    second, _ = pool.process(batch, rng=np.random.default_rng(5))
+    np.testing.assert_array_equal(first, second)

@@ -204,6 +204,7 @@ class AugmenterPool:
         shapes: Mapping[float, Shape] | Shape | None = None,
         *,
         randomize: bool = True,
+        rng: np.random.Generator | None = None,
     ):
         """Augment a batch of patches, one draw per patch location.
 
@@ -221,6 +222,9 @@ class AugmenterPool:
             every draw must then produce the shape the first one did.
         randomize
             Draw new parameters for every location (``False``: reuse the current draw for all).
+        rng
+            Draw from this generator instead of the pool's own (a batch worker passes one per
+            request, so results do not depend on which process ran it).
 
         Returns
         -------
@@ -260,7 +264,7 @@ class AugmenterPool:
         out_maps: dict[float, np.ndarray] = {}
         for index in range(count):
             if randomize or not self._randomized:
-                self.randomize()
+                self.randomize(rng)
             leaves = self.leaves()
             for key, value in images.items():
                 label = maps[key][index] if maps is not None and key in maps else None

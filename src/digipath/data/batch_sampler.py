@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -78,6 +78,44 @@ def _normalised(ratios: Mapping, what: str) -> dict:
     if total <= 0:
         raise ValueError(f"{what} ratios are all zero: {values}")
     return {key: value / total for key, value in values.items()}
+
+
+def open_sampler(
+    source: Source, label_ratios: Mapping[int, float], options: Mapping[str, object]
+) -> PatchSampler:
+    """Open the :class:`PatchSampler` of ``source`` for the labels of ``label_ratios``.
+
+    Parameters
+    ----------
+    source
+        The image, mask, statistics paths and declared labels.
+    label_ratios
+        The labels being sampled; the sampler tracks those ``source`` declares.
+    options
+        Keyword arguments of :class:`PatchSampler` (``mask_spacing``, ``tolerance`` ...).
+
+    Raises
+    ------
+    SourceError
+        When the source declares a sampled label its mask has no pixel of.
+    """
+    labels = sorted(set(source.labels) & set(label_ratios)) or sorted(source.labels)
+    sampler = PatchSampler(
+        source.image,
+        mask=source.mask or None,
+        stats=source.stat or None,
+        labels=labels if not (source.stat and os.path.isfile(source.stat)) else None,
+        **options,
+    )
+    empty = [label for label in labels if sampler.stats.counts.get(label, 0) == 0]
+    if empty:
+        sampler.close()
+        raise SourceError(
+            source.stat or source.mask,
+            f"declares labels {empty} but its mask has no pixel of them "
+            f"(counts {sampler.stats.counts})",
+        )
+    return sampler
 
 
 class BatchSampler:
@@ -150,7 +188,7 @@ class BatchSampler:
         self.patch_shapes = dict(patch_shapes)
         self.pool_size = pool_size
         self.strict_selection = strict_selection
-        self._sampler_options = {
+        self.sampler_options = {
             "mask_spacing": mask_spacing,
             "tolerance": tolerance,
             "label_mode": label_mode,
@@ -260,38 +298,60 @@ class BatchSampler:
         logger.debug("open sources: %s", [s.image for s in self.open_sources])
 
     def _open(self, source: Source) -> PatchSampler:
-        labels = sorted(set(source.labels) & set(self.label_ratios)) or sorted(source.labels)
-        sampler = PatchSampler(
-            source.image,
-            mask=source.mask or None,
-            stats=source.stat or None,
-            labels=labels if not (source.stat and os.path.isfile(source.stat)) else None,
-            **self._sampler_options,
-        )
-        empty = [label for label in labels if sampler.stats.counts.get(label, 0) == 0]
-        if empty:
-            sampler.close()
-            raise SourceError(
-                source.stat or source.mask,
-                f"declares labels {empty} but its mask has no pixel of them "
-                f"(counts {sampler.stats.counts})",
-            )
-        return sampler
+        return open_sampler(source, self.label_ratios, self.sampler_options)
 
     # ----------------------------------------------------------------------------------------
     # Batches
 
-    def label_counts(self, size: int) -> dict[int, int]:
-        """Split ``size`` patches over the labels (see the module docstring)."""
+    def label_counts(
+        self, size: int, open_sources: Iterable[Source] | None = None
+    ) -> dict[int, int]:
+        """Split ``size`` patches over the labels (see the module docstring).
+
+        ``open_sources`` are the images open now (default: this sampler's own).
+        """
         ratios = {label: ratio for label, ratio in self.label_ratios.items() if ratio > 0}
         if not self.strict_selection:
-            available = set().union(*(set(s.labels) for s in self._samplers))
+            sources = self._samplers if open_sources is None else open_sources
+            available = set().union(*(set(s.labels) for s in sources))
             ratios = {label: ratio for label, ratio in ratios.items() if label in available}
             if not ratios:
                 raise SamplingError(
                     f"the open images declare none of the labels {sorted(self.label_ratios)}"
                 )
         return distribute_population(size, ratios, self.rng)
+
+    def plan(
+        self, size: int, open_sources: Sequence[Source] | None = None
+    ) -> dict[Source, dict[int, int]]:
+        """How many patches of which label to draw from each open image for ``size`` patches.
+
+        Parameters
+        ----------
+        size
+            Number of patches.
+        open_sources
+            The images open now, sorted (default: this sampler's own).
+
+        Returns
+        -------
+        dict
+            ``{source: {mask value: count}}`` for every open source, in ``open_sources`` order;
+            a source with nothing to draw maps to ``{}``.
+        """
+        sources = self.open_sources if open_sources is None else list(open_sources)
+        plan: dict[Source, dict[int, int]] = {s: {} for s in sources}
+        for label, count in self.label_counts(size, sources).items():
+            holders = self._declaring(sources, label)
+            if not holders:
+                raise FailedSourceSelectionError(
+                    [label], [s.stat or s.mask or s.image for s in sources]
+                )
+            shares = distribute_population(count, [1.0] * len(holders), self.rng)
+            for holder, share in zip(holders, shares, strict=True):
+                if share:
+                    plan[holder][label] = share
+        return plan
 
     def batch(self, size: int, *, shuffle: bool = True) -> Batch:
         """Sample ``size`` patches from the open images.
@@ -306,17 +366,7 @@ class BatchSampler:
         if not self._samplers:
             self.step()
         open_sources = self.open_sources
-        plan: dict[Source, dict[int, int]] = {s: {} for s in open_sources}
-        for label, count in self.label_counts(size).items():
-            holders = self._declaring(open_sources, label)
-            if not holders:
-                raise FailedSourceSelectionError(
-                    [label], [s.stat or s.mask or s.image for s in open_sources]
-                )
-            shares = distribute_population(count, [1.0] * len(holders), self.rng)
-            for holder, share in zip(holders, shares, strict=True):
-                if share:
-                    plan[holder][label] = share
+        plan = self.plan(size, open_sources)
         patches: dict[float, list[np.ndarray]] = {s: [] for s in self.patch_shapes}
         labels: list = []
         sources: list[np.ndarray] = []
