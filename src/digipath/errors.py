@@ -237,6 +237,66 @@ class FailedSourceSelectionError(DataError):
         )
 
 
+class NormalizationError(DataError, ValueError):
+    """A batch normaliser got an invalid range or input (the message names the key and value)."""
+
+
+class WeightMappingError(DataError, ValueError):
+    """Weight maps cannot be made as configured (label mode, clipping range, classes)."""
+
+
+class PatchBufferError(DataError, ValueError):
+    """A patch buffer operation is invalid: sizes, slot indices, errors outside [0, 1]."""
+
+
+class WorkerError(DataError):
+    """A sampling worker process failed, died or stopped answering.
+
+    Attributes
+    ----------
+    worker
+        The worker's index (0-based) among the generator's processes.
+    pid
+        Its process id, if it started.
+    exitcode
+        Its exit code when it died (negative: killed by that signal, e.g. -9 for SIGKILL, which
+        is usually the out-of-memory killer), ``None`` when it is alive but failed or timed out.
+    source
+        The image it was sampling when it failed, if known.
+    remote_traceback
+        The formatted traceback of the exception raised in the worker, if any.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        worker: int | None = None,
+        pid: int | None = None,
+        exitcode: int | None = None,
+        source: str | None = None,
+        remote_traceback: str | None = None,
+    ) -> None:
+        self.reason = reason
+        self.worker = worker
+        self.pid = pid
+        self.exitcode = exitcode
+        self.source = source
+        self.remote_traceback = remote_traceback
+        who = "sampling worker" if worker is None else f"sampling worker {worker}"
+        if pid is not None:
+            who += f" (pid {pid})"
+        message = f"{who}: {reason}"
+        if source:
+            message += f" while sampling {source}"
+        if remote_traceback:
+            message += f"\n--- worker traceback ---\n{remote_traceback.rstrip()}"
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (_rebuild_error, (type(self), self.__dict__, self.args))
+
+
 # --------------------------------------------------------------------------------------------
 # Configuration
 

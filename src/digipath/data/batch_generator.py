@@ -1,0 +1,841 @@
+"""The batch generator: label-balanced training batches from many slides, by many processes.
+
+:class:`BatchGenerator` keeps a pool of open images (selected by category and label ratios, see
+:class:`~digipath.data.batch_sampler.BatchSampler`), split over worker processes
+(:mod:`digipath.data.workers`). The workers sample, augment, map labels and make weight maps,
+and write the patches into shared-memory buffers (:mod:`digipath.data.buffer`):
+
+* the **main** buffer, from which :meth:`BatchGenerator.batch` hands out batches;
+* the optional **read** buffer (``read_buffer_size > 0``), which :meth:`BatchGenerator.load`
+  fills in the background while training reads the main buffer, and from which
+  :meth:`BatchGenerator.transfer` moves patches into the main buffer, keeping the difficult
+  ones when boosting.
+
+Buffers hold uint8; a batch is normalised, one-hot encoded and laid out ``(N, C, H, W)`` (or
+``(N, H, W, C)``) only when it is handed out. A batch is a dict keyed by spacing (µm/px):
+``{spacing: {"patches": ..., "labels": ..., "weights": ...}}``; several spacings are the same
+locations seen at several resolutions.
+
+Life cycle (the DigitalPathology names)::
+
+    generator.start()        # buffers and worker processes
+    generator.step()         # select and open the pool of images (again: a new selection)
+    generator.fill()         # fill the main buffer
+    generator.load()         # background: fill the read buffer
+    batch, indices = generator.batch(16)
+    generator.update(indices, errors)      # per-patch errors in [0, 1] (boosting)
+    generator.transfer(count, threshold)   # read -> main, easy patches replaced first
+    generator.stop()
+
+or, the Pythonic way, ``with BatchGenerator(...) as generator: for batch, indices in
+generator.batches(16): ...`` and :class:`~digipath.data.torch_dataset.BatchDataset` for a
+torch ``DataLoader``.
+
+Reproducibility: every draw comes from the generator's seed, in a fixed order; each sampling
+request carries its own seed, so the batches of a seeded run are the same with any number of
+processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from digipath.data.batch_sampler import BatchSampler, Source
+from digipath.data.buffer import BufferLayout, PatchBuffer, Slots
+from digipath.data.distribution import distribute_population
+from digipath.data.labels import LabelMap
+from digipath.data.workers import LocalWorker, Task, WorkerPool, WorkerSetup
+from digipath.errors import PatchBufferError, SamplingError, SourceError, WorkerError
+
+logger = logging.getLogger(__name__)
+
+DIMENSION_ORDERS = ("BCHW", "BHWC")
+"""Layouts of handed-out batches: channels first (PyTorch) or last."""
+
+
+def one_hot(labels: np.ndarray, classes: int, axis: int = 1) -> np.ndarray:
+    """One-hot float32 encoding of integer labels, the class axis inserted at ``axis``.
+
+    Labels outside ``0 .. classes - 1`` (the ignore value 255) encode as all zeros.
+
+    Parameters
+    ----------
+    labels
+        (N,) or (N, rows, cols) integer labels.
+    classes
+        Number of classes ``K``.
+    axis
+        Where the class axis goes: 1 gives (N, K) or (N, K, rows, cols); -1 gives
+        (N, rows, cols, K).
+    """
+    eye = np.vstack([np.eye(classes, dtype=np.float32), np.zeros((1, classes), np.float32)])
+    index = np.where(labels < classes, labels, classes).astype(np.intp)
+    encoded = eye[index]  # (..., K)
+    if axis == -1 or labels.ndim == 1:
+        return encoded
+    return np.ascontiguousarray(np.moveaxis(encoded, -1, axis))
+
+
+def boosting_transfer_count(
+    size: int, difficult: int, epoch: int, buffer_mode_switch: int, update_ratio: float
+) -> int:
+    """How many new patches replace old ones after a training repetition (boosting).
+
+    Before the ``buffer_mode_switch`` epoch the whole buffer is replaced. From then on,
+    ``difficult - round(difficult * update_ratio)`` difficult patches are kept and the rest of
+    the buffer is replaced (DigitalPathology's difficult-sample boosting).
+
+    Parameters
+    ----------
+    size
+        Main buffer size (patches).
+    difficult
+        Number of slots with an error above the difficult threshold.
+    epoch
+        The epoch index (0-based).
+    buffer_mode_switch
+        First epoch index that keeps difficult patches.
+    update_ratio
+        Share (in [0, 1]) of the difficult patches replaced anyway.
+    """
+    if not 0.0 <= update_ratio <= 1.0:
+        raise ValueError(f"the difficult update ratio must be in [0, 1], got {update_ratio}")
+    if epoch < buffer_mode_switch:
+        return size
+    keep = difficult - round(difficult * update_ratio)
+    return size - keep
+
+
+def _stop_resources(pool: WorkerPool | None, local: LocalWorker | None, buffers: list) -> None:
+    """Stop workers, close samplers and free shared buffers; never raises."""
+    if pool is not None:
+        try:
+            pool.stop()
+        except Exception:
+            logger.exception("stopping the sampling workers failed")
+    if local is not None:
+        try:
+            local.close_all()
+        except Exception:
+            logger.exception("closing the patch samplers failed")
+    for buffer in buffers:
+        try:
+            buffer.close()
+        except Exception:
+            logger.exception("freeing a shared patch buffer failed")
+
+
+class BatchGenerator:
+    """Label-balanced batches from a pool of images, sampled by worker processes.
+
+    Parameters
+    ----------
+    sources
+        ``{category: sources}`` (:class:`~digipath.data.config.PatchSource` items: image,
+        mask, stat paths and declared labels), e.g. ``DataConfig.collection()[purpose]``.
+    label_ratios
+        ``{mask value: ratio}`` of the patches in every request (normalised).
+    patch_shapes
+        ``{spacing in µm/px: (rows, cols)}``: one patch per spacing and location.
+    mask_spacing
+        Spacing (µm/px) of the mask level the statistics describe.
+    main_buffer_size
+        Patches in the main buffer (batches are drawn from it).
+    read_buffer_size
+        Patches in the read buffer; 0 (default) disables double buffering: :meth:`load` then
+        refills the main buffer and waits.
+    buffer_chunk_size
+        Most patches moved per step from the read to the main buffer (default: all).
+    category_ratios
+        ``{category: ratio}`` of the open images (default: equal).
+    tolerance
+        Relative spacing tolerance (0.25 = ±25 %).
+    channels
+        Channel indices to keep (default: all channels of the images).
+    label_mode
+        ``"central"`` (one class per patch), ``"synthesize"`` or ``"load"`` (label maps).
+    label_map
+        Mask value -> network class (unlisted values become 255, ignored by losses).
+    strict_selection
+        Every label with a ratio > 0 must be declared by an open image
+        (:class:`~digipath.errors.FailedSourceSelectionError` otherwise).
+    create_stats
+        Save statistics built from masks next to the sources' ``stat`` paths.
+    fill
+        Fill value of patches reaching outside an image (default: the reader's, white).
+    augmenter
+        An :class:`~digipath.augment.AugmenterPool`, run in the workers. Patches are sampled
+        at the enlarged shapes it asks for and cropped back to ``patch_shapes``.
+    normalizer
+        Called on the uint8 patches of a handed-out batch (returns float32), e.g.
+        :class:`~digipath.data.normalization.RgbToZeroOne`; ``None``: uint8 batches.
+    patch_weights, batch_weights
+        Weight mappers (:mod:`digipath.data.weights`): per patch in the workers, and over the
+        whole batch when it is handed out (needs ``patch_weights``, whose maps mark validity).
+    one_hot
+        Hand out labels one-hot encoded (float32), class axis after the batch axis.
+    dimension_order
+        ``"BCHW"`` (default, PyTorch) or ``"BHWC"``.
+    processes
+        Worker processes; 0 samples in the calling process (same results, no parallelism).
+    pool_size
+        Most images open at once (default: all); bounds memory.
+    ipc_chunk_size
+        Most patches per sampling request split over the images (each chunk follows the label
+        ratios).
+    join_timeout, response_timeout, poll_timeout
+        Seconds: how long :meth:`stop` waits for a worker to exit; how long any wait for a
+        worker's answer lasts before :class:`~digipath.errors.WorkerError`; how long an idle
+        worker waits for a request before it exits by itself.
+    strict
+        ``True``: a source that cannot be opened or read raises; ``False``: it is reported,
+        dropped from the pool and its patches are drawn from the other images.
+    batch_size
+        Default batch size of iteration (``for batch, indices in generator``).
+    seed
+        Seed (or generator) of every draw; ``None``: unpredictable.
+    name
+        Shown in logs, process names and errors (e.g. the purpose).
+    """
+
+    def __init__(
+        self,
+        sources: Mapping[str, Sequence[Source]],
+        *,
+        label_ratios: Mapping[int, float],
+        patch_shapes: Mapping[float, tuple[int, int]],
+        mask_spacing: float,
+        main_buffer_size: int,
+        read_buffer_size: int = 0,
+        buffer_chunk_size: int | None = None,
+        category_ratios: Mapping[str, float] | None = None,
+        tolerance: float = 0.25,
+        channels: Sequence[int] | None = None,
+        label_mode: str = "central",
+        label_map: LabelMap | Mapping[int, int] | None = None,
+        strict_selection: bool = False,
+        create_stats: bool = False,
+        fill: float | None = None,
+        augmenter=None,
+        normalizer: Callable[[np.ndarray], np.ndarray] | None = None,
+        patch_weights: Callable[[np.ndarray], np.ndarray] | None = None,
+        batch_weights: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+        one_hot: bool = True,
+        dimension_order: str = "BCHW",
+        processes: int = 0,
+        pool_size: int | None = None,
+        ipc_chunk_size: int = 10000,
+        join_timeout: float = 30.0,
+        response_timeout: float = 600.0,
+        poll_timeout: float = 1800.0,
+        strict: bool = True,
+        batch_size: int | None = None,
+        seed: np.random.Generator | int | None = None,
+        name: str = "training",
+    ) -> None:
+        self.name = name
+        self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        self.planner = BatchSampler(
+            sources,
+            label_ratios=label_ratios,
+            patch_shapes=patch_shapes,
+            mask_spacing=mask_spacing,
+            category_ratios=category_ratios,
+            tolerance=tolerance,
+            label_mode=label_mode,
+            label_map=label_map,
+            strict_selection=strict_selection,
+            create_stats=create_stats,
+            pool_size=pool_size,
+            fill=fill,
+            rng=self.rng,
+        )
+        self.patch_shapes = {float(s): (int(r), int(c)) for s, (r, c) in patch_shapes.items()}
+        self.label_mode = label_mode
+        mapping = self.planner.sampler_options["label_map"]
+        self.classes = (
+            mapping.classes if mapping is not None else max(self.planner.label_ratios) + 1
+        )
+        dimension = str(dimension_order).upper()
+        if dimension not in DIMENSION_ORDERS:
+            raise ValueError(
+                f"dimension_order must be one of {DIMENSION_ORDERS}, got {dimension_order!r}"
+            )
+        self.dimension_order = dimension
+        for what, value, low in (
+            ("main_buffer_size", main_buffer_size, 1),
+            ("read_buffer_size", read_buffer_size, 0),
+            ("processes", processes, 0),
+            ("ipc_chunk_size", ipc_chunk_size, 1),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"{what} must be an integer >= {low}, got {value!r}")
+        for what, value in (
+            ("join_timeout", join_timeout),
+            ("response_timeout", response_timeout),
+            ("poll_timeout", poll_timeout),
+        ):
+            if not value > 0:
+                raise ValueError(f"{what} must be > 0 seconds, got {value!r}")
+        if batch_weights is not None and patch_weights is None:
+            raise ValueError("batch_weights needs patch_weights (its maps mark valid pixels)")
+        if patch_weights is not None and label_mode == "central":
+            raise ValueError("weight maps need label maps: label mode 'synthesize' or 'load'")
+        self.main_buffer_size = int(main_buffer_size)
+        self.read_buffer_size = int(read_buffer_size)
+        self.buffer_chunk_size = buffer_chunk_size
+        self.channels = None if channels is None else tuple(int(c) for c in channels)
+        self.augmenter = augmenter
+        self.normalizer = normalizer
+        self.patch_weights = patch_weights
+        self.batch_weights = batch_weights
+        self.one_hot = bool(one_hot)
+        self.processes = int(processes)
+        self.ipc_chunk_size = int(ipc_chunk_size)
+        self.join_timeout = float(join_timeout)
+        self.response_timeout = float(response_timeout)
+        self.poll_timeout = float(poll_timeout)
+        self.strict = bool(strict)
+        self.batch_size = batch_size
+        self.main: PatchBuffer | None = None
+        self.read: PatchBuffer | None = None
+        self._pool: WorkerPool | None = None
+        self._local: LocalWorker | None = None
+        self._ids: dict[Source, int] = {}
+        self._open: list[Source] = []
+        self._task = 0
+        self._loader: threading.Thread | None = None
+        self._load_error: BaseException | None = None
+        self._finalizer: weakref.finalize | None = None
+        self._filled = False
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`start` ran (and :meth:`stop` did not)."""
+        return self.main is not None
+
+    @property
+    def multiprocess(self) -> bool:
+        """Whether worker processes sample (``processes > 0``)."""
+        return self.processes > 0
+
+    @property
+    def double_buffered(self) -> bool:
+        """Whether a read buffer is filled in the background."""
+        return self.read_buffer_size > 0
+
+    @property
+    def workers(self) -> list[int | None]:
+        """Process ids of the worker processes (empty without processes)."""
+        return self._pool.pids if self._pool is not None else []
+
+    @property
+    def open_sources(self) -> list[Source]:
+        """The images open now, sorted."""
+        return list(self._open)
+
+    def _image_channels(self) -> int:
+        if self.channels is not None:
+            return len(self.channels)
+        from digipath.io import ImageReader
+
+        first = next(s for items in self.planner.sources.values() for s in items)
+        with ImageReader(first.image) as reader:
+            return int(reader.channels)
+
+    def start(self) -> None:
+        """Create the buffers and the worker processes (idempotent)."""
+        if self.started:
+            return
+        label_maps = self.label_mode != "central"
+        channels = self._image_channels()
+        shared = self.multiprocess
+        buffers: list[PatchBuffer] = []
+        try:
+            layout = BufferLayout.create(
+                self.main_buffer_size, self.patch_shapes, channels, label_maps,
+                self.patch_weights is not None,
+            )  # fmt: skip
+            main = PatchBuffer(
+                layout, shared=shared, chunk_size=self.buffer_chunk_size, rng=self.rng
+            )
+            buffers.append(main)
+            read = None
+            if self.double_buffered:
+                read_layout = BufferLayout.create(
+                    self.read_buffer_size, self.patch_shapes, channels, label_maps,
+                    self.patch_weights is not None,
+                )  # fmt: skip
+                read = PatchBuffer(read_layout, shared=shared, rng=self.rng)
+                buffers.append(read)
+            setup = WorkerSetup(
+                label_ratios=dict(self.planner.label_ratios),
+                sampler_options=dict(self.planner.sampler_options),
+                patch_shapes=self.patch_shapes,
+                augmenter=self.augmenter,
+                patch_weights=self.patch_weights,
+                channels=self.channels,
+                buffers={b: buf.spec() for b, buf in (("main", main), ("read", read)) if buf}
+                if shared
+                else {},
+                poll_timeout=self.poll_timeout,
+            )
+            pool = local = None
+            if shared:
+                pool = WorkerPool(
+                    self.processes, setup, response_timeout=self.response_timeout,
+                    join_timeout=self.join_timeout, name=self.name,
+                )  # fmt: skip
+                self._finalizer = weakref.finalize(self, _stop_resources, pool, None, buffers)
+                pool.start()
+            else:
+                views = {"main": main.slots} | ({"read": read.slots} if read else {})
+                local = LocalWorker(setup, views)
+                self._finalizer = weakref.finalize(self, _stop_resources, None, local, buffers)
+        except BaseException:
+            if self._finalizer is not None:
+                self._finalizer()
+            else:
+                _stop_resources(None, None, buffers)
+            raise
+        self.main, self.read, self._pool, self._local = main, read, pool, local
+        logger.info(
+            "%s: %d-patch main buffer%s, %s", self.name, self.main_buffer_size,
+            f", {self.read_buffer_size}-patch read buffer" if read else "",
+            f"{self.processes} worker processes" if pool else "sampling in-process",
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        """Stop the workers and free the shared memory (idempotent; never raises)."""
+        loader, self._loader = self._loader, None
+        if loader is not None:
+            loader.join(self.response_timeout)
+        if self._finalizer is not None:
+            self._finalizer()
+            self._finalizer = None
+        self.main = self.read = None
+        self._pool = self._local = None
+        self._open = []
+        self._filled = False
+
+    def __enter__(self) -> BatchGenerator:
+        self.start()
+        self.step()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def _require_started(self) -> None:
+        if not self.started:
+            raise SamplingError(f"{self.name}: call start() first (or use the generator in a with)")
+
+    # -- the pool of open images ------------------------------------------------------------
+
+    def _drop(self, source: Source, reason: str) -> None:
+        """Take a failed source out of the pool and of future selections (non-strict)."""
+        logger.warning("%s: dropping %s from the pool: %s", self.name, source.image, reason)
+        for items in self.planner.sources.values():
+            if source in items:
+                items.remove(source)
+        if source in self._open:
+            self._open.remove(source)
+            if self._local is not None:
+                self._local.close(self._ids[source])
+
+    def step(self) -> None:
+        """Select the pool of open images again; keep those still selected, open the new ones.
+
+        Raises
+        ------
+        SourceError
+            (strict) when an image cannot be opened; :class:`~digipath.errors.WorkerError`
+            when a worker fails.
+        """
+        self._require_started()
+        self.wait()
+        for _ in range(1 + sum(len(items) for items in self.planner.sources.values())):
+            selected = self.planner.select()
+            dropped = [s for s in self._open if s not in selected]
+            new = [s for s in selected if s not in self._open]
+            for source in new:
+                self._ids.setdefault(source, len(self._ids))
+            failed = self._open_sources(dropped, new)
+            self._open = sorted(s for s in selected if s not in failed)
+            if not failed:
+                break
+            for source, reason in failed.items():
+                if self.strict:
+                    raise SourceError(
+                        source.image, f"cannot be opened for sampling:\n{reason.rstrip()}"
+                    )
+                self._drop(source, reason.strip().splitlines()[-1])
+        if not self._open:
+            raise SamplingError(f"{self.name}: no image could be opened for sampling")
+        logger.debug("%s: open images %s", self.name, [s.image for s in self._open])
+
+    def _open_sources(self, dropped: list[Source], new: list[Source]) -> dict[Source, str]:
+        if self._pool is not None:
+            self._pool.close([self._ids[s] for s in dropped])
+            failures = self._pool.open({self._ids[s]: s for s in new})
+            by_id = {self._ids[s]: s for s in new}
+            return {by_id[i]: reason for i, reason in failures.items()}
+        assert self._local is not None
+        for source in dropped:
+            self._local.close(self._ids[source])
+        failed: dict[Source, str] = {}
+        for source in new:
+            try:
+                self._local.open(self._ids[source], source)
+            except Exception as error:
+                failed[source] = f"{type(error).__name__}: {error}"
+        return failed
+
+    # -- loading ----------------------------------------------------------------------------
+
+    def _tasks(self, buffer: str, slots: np.ndarray) -> list[Task]:
+        """Plan the requests filling ``slots`` of ``buffer``: chunks, labels, images, seeds."""
+        tasks: list[Task] = []
+        offset = 0
+        total = len(slots)
+        while offset < total:
+            size = min(self.ipc_chunk_size, total - offset)
+            for source, counts in self.planner.plan(size, self._open).items():
+                count = sum(counts.values())
+                if not count:
+                    continue
+                self._task += 1
+                tasks.append(
+                    Task(
+                        id=self._task,
+                        source=self._ids[source],
+                        counts=dict(counts),
+                        buffer=buffer,
+                        slots=tuple(int(v) for v in slots[offset : offset + count]),
+                        seed=int(self.rng.integers(0, 2**63 - 1)),
+                    )
+                )
+                offset += count
+        return tasks
+
+    def _replan(self, failed: list[tuple[Task, object, str]]) -> list[Task]:
+        """Non-strict: drop the sources of failed requests and redraw their patches elsewhere."""
+        tasks: list[Task] = []
+        for task, source, reason in failed:
+            if self.strict or source is None:
+                raise WorkerError(
+                    "failed to sample", source=getattr(source, "image", None),
+                    remote_traceback=reason,
+                )  # fmt: skip
+            if source in self._open:
+                self._drop(source, reason.strip().splitlines()[-1])
+                if self._pool is not None:
+                    self._pool.close([self._ids[source]])
+            rng = np.random.default_rng(task.seed)
+            offset = 0
+            for label, count in task.counts.items():
+                holders = [s for s in self._open if label in s.labels]
+                if not holders:
+                    raise SamplingError(
+                        f"{self.name}: no open image declares label {label} after dropping "
+                        f"{getattr(source, 'image', source)}"
+                    )
+                shares = distribute_population(count, [1.0] * len(holders), rng)
+                for holder, share in zip(holders, shares, strict=True):
+                    if not share:
+                        continue
+                    self._task += 1
+                    tasks.append(
+                        Task(
+                            self._task, self._ids[holder], {label: share}, task.buffer,
+                            task.slots[offset : offset + share],
+                            int(rng.integers(0, 2**63 - 1)),
+                        )
+                    )  # fmt: skip
+                    offset += share
+        return tasks
+
+    def _execute(self, tasks: list[Task]) -> None:
+        """Run ``tasks`` to completion (workers or in-process), redrawing failed ones."""
+        while tasks:
+            failed: list[tuple[Task, object, str]] = []
+            if self._pool is not None:
+                for task in tasks:
+                    self._pool.submit(task)
+                failed = self._pool.collect()
+            else:
+                assert self._local is not None
+                by_id = {self._ids[s]: s for s in self._open}
+                for task in tasks:
+                    try:
+                        self._local.run(task)
+                    except Exception:
+                        import traceback
+
+                        failed.append((task, by_id.get(task.source), traceback.format_exc()))
+                        if self.strict:
+                            raise
+            tasks = self._replan(failed) if failed else []
+
+    def _background(self, tasks: list[Task]) -> None:
+        try:
+            self._execute(tasks)
+        except BaseException as error:
+            self._load_error = error
+
+    def _start_load(self, buffer: PatchBuffer, name: str, count: int, background: bool) -> None:
+        self.wait()
+        if not self._open:
+            self.step()
+        if count > buffer.size:
+            raise PatchBufferError(
+                f"{self.name}: cannot load {count} patches into the {buffer.size}-slot {name} "
+                "buffer"
+            )
+        slots = buffer.claim(count)
+        buffer.fresh(slots)
+        tasks = self._tasks(name, slots)
+        if background and self._pool is not None:
+            self._load_error = None
+            self._loader = threading.Thread(
+                target=self._background, args=(tasks,), name=f"digipath-{self.name}-loader",
+                daemon=True,
+            )  # fmt: skip
+            self._loader.start()
+        else:
+            self._execute(tasks)
+
+    def fill(self) -> None:
+        """Fill the whole main buffer (waits), then shuffle it."""
+        self._require_started()
+        assert self.main is not None
+        self._start_load(self.main, "main", self.main.size, background=False)
+        self.main.shuffle()
+        self._filled = True
+
+    def load(self, batch_size: int = 0) -> None:
+        """Load patches in the background: into the read buffer when there is one.
+
+        Parameters
+        ----------
+        batch_size
+            Number of patches; 0 = the whole read buffer. Without a read buffer the main
+            buffer's next slots are refilled and the call waits (0 = the whole main buffer).
+        """
+        self._require_started()
+        assert self.main is not None
+        if self.read is not None:
+            self._start_load(self.read, "read", batch_size or self.read.size, background=True)
+        else:
+            self._start_load(self.main, "main", batch_size or self.main.size, background=False)
+            self.main.shuffle()
+
+    def wait(self) -> None:
+        """Wait for a background load to finish; raise what it raised.
+
+        Raises
+        ------
+        WorkerError
+            When a worker died, failed or did not answer within the response timeout.
+        """
+        loader, self._loader = self._loader, None
+        if loader is not None:
+            while loader.is_alive():
+                loader.join(0.2)  # short joins keep Ctrl-C responsive
+        error, self._load_error = self._load_error, None
+        if error is not None:
+            raise error
+
+    def transfer(self, batch_size: int = 0, difficult_threshold: float = 0.0) -> None:
+        """Move loaded patches from the read buffer into the main buffer, then shuffle it.
+
+        Parameters
+        ----------
+        batch_size
+            Patches moved; 0 = the whole read buffer. A partial transfer overwrites the main
+            buffer's easy slots (error below ``difficult_threshold``) first.
+        difficult_threshold
+            Error in [0, 1] below which a slot counts as easy.
+
+        Without a read buffer this does nothing.
+        """
+        self._require_started()
+        if self.read is None:
+            return
+        assert self.main is not None
+        self.wait()
+        self.main.copy_from(self.read, batch_size, difficult_threshold)
+        self.main.shuffle()
+        self._filled = True
+
+    def boosted_transfer(
+        self,
+        epoch: int,
+        buffer_mode_switch: int,
+        difficult_threshold: float,
+        difficult_update_ratio: float,
+    ) -> float:
+        """Transfer after a training repetition with difficult-sample boosting.
+
+        Counts the difficult slots (error above ``difficult_threshold``), keeps
+        ``D - round(D * difficult_update_ratio)`` of them from epoch ``buffer_mode_switch`` on
+        (:func:`boosting_transfer_count`) and transfers the rest of the buffer.
+
+        Returns
+        -------
+        float
+            The difficult patch ratio ``D / size`` before the transfer.
+        """
+        self._require_started()
+        assert self.main is not None
+        difficult = self.main.count(difficult_threshold)
+        count = boosting_transfer_count(
+            self.main.size, difficult, epoch, buffer_mode_switch, difficult_update_ratio
+        )
+        if self.read is not None and count > self.read.size:
+            count = self.read.size
+        if count:
+            self.transfer(count, difficult_threshold)
+        return difficult / self.main.size
+
+    def ping(self) -> None:
+        """Check that the worker processes are alive (keeps their poll timers fresh)."""
+        self._require_started()
+        if self._pool is not None and self._loader is None:
+            self._pool.ping()
+        elif self._pool is not None:
+            for pid, alive in zip(self._pool.pids, self._alive(), strict=True):
+                if not alive:
+                    raise WorkerError("is not alive", pid=pid)
+
+    def _alive(self) -> list[bool]:
+        assert self._pool is not None
+        return [worker.process.is_alive() for worker in self._pool._workers]
+
+    # -- batches ----------------------------------------------------------------------------
+
+    def batch(self, batch_size: int) -> tuple[dict[float, dict[str, np.ndarray]], np.ndarray]:
+        """The next ``batch_size`` patches of the main buffer, ready for a network.
+
+        Returns
+        -------
+        (batch, indices)
+            ``batch[spacing]`` holds ``"patches"`` ((N, C, H, W) or (N, H, W, C); float32 when
+            normalised, else uint8), ``"labels"`` (one-hot float32 (N, K) / (N, K, H, W) /
+            (N, H, W, K); without one-hot int64 (N,) or (N, H, W), 255 = ignore) and, with
+            weight maps, ``"weights"`` (float32 (N, H, W)). ``indices`` are the (N,) buffer
+            slots, for :meth:`update`.
+        """
+        self._require_started()
+        assert self.main is not None
+        if not self._filled:
+            self.fill()
+        slots, indices = self.main.batch(batch_size)
+        return self._hand_out(slots), indices
+
+    def _hand_out(self, slots: Slots) -> dict[float, dict[str, np.ndarray]]:
+        channels_first = self.dimension_order == "BCHW"
+        result: dict[float, dict[str, np.ndarray]] = {}
+        for spacing, patches in slots.patches.items():
+            if self.normalizer is not None:
+                patches = self.normalizer(patches)
+            if channels_first:
+                patches = np.ascontiguousarray(patches.transpose(0, 3, 1, 2))
+            labels = slots.labels if isinstance(slots.labels, np.ndarray) else slots.labels[spacing]
+            entry: dict[str, np.ndarray] = {"patches": patches}
+            if slots.weights is not None:
+                weights = slots.weights[spacing]
+                if self.batch_weights is not None:
+                    weights = self.batch_weights(labels, weights)
+                entry["weights"] = weights
+            if self.one_hot:
+                entry["labels"] = one_hot(labels, self.classes, axis=1 if channels_first else -1)
+            else:
+                entry["labels"] = labels.astype(np.int64)
+            result[spacing] = entry
+        return result
+
+    def batches(
+        self, batch_size: int | None = None, count: int | None = None
+    ) -> Iterator[tuple[dict[float, dict[str, np.ndarray]], np.ndarray]]:
+        """Yield ``(batch, indices)`` endlessly (or ``count`` times), refreshing the buffer.
+
+        After each pass over the main buffer the patches loaded in the background are
+        transferred in and the next load starts (without a read buffer the main buffer is
+        refilled).
+        """
+        size = batch_size or self.batch_size
+        if not size:
+            raise ValueError("give a batch size (here or as BatchGenerator(batch_size=...))")
+        if not self.started:
+            self.start()
+        if not self._open:
+            self.step()
+        assert self.main is not None
+        if not self._filled:
+            self.fill()
+        if self.read is not None and self._loader is None:
+            self.load()
+        per_pass = max(1, self.main.size // size)
+        produced = 0
+        while count is None or produced < count:
+            for _ in range(per_pass):
+                if count is not None and produced >= count:
+                    return
+                yield self.batch(size)
+                produced += 1
+            if self.read is not None:
+                self.transfer()
+                self.load()
+            else:
+                self.load()
+
+    def __iter__(self) -> Iterator[tuple[dict[float, dict[str, np.ndarray]], np.ndarray]]:
+        return self.batches()
+
+    # -- boosting feedback ------------------------------------------------------------------
+
+    def update(self, indices: Sequence[int] | np.ndarray, errors: Sequence[float] | np.ndarray):
+        """Record per-patch errors in [0, 1] for the slots a batch came from."""
+        self._require_started()
+        assert self.main is not None
+        self.main.update(indices, errors)
+
+    def count(self, threshold: float = 0.0) -> int:
+        """Number of main-buffer patches with an error above ``threshold``."""
+        self._require_started()
+        assert self.main is not None
+        return self.main.count(threshold)
+
+    def histogram(self, bins: int = 10, raw: bool = True):
+        """Histogram of the main buffer's errors over [0, 1].
+
+        ``raw``: ``(counts, edges)``; otherwise ``{"0.00-0.10": count, ...}``.
+        """
+        self._require_started()
+        assert self.main is not None
+        counts, edges = self.main.histogram(bins)
+        if raw:
+            return counts, edges
+        return {
+            f"{low:.2f}-{high:.2f}": int(value)
+            for low, high, value in zip(edges[:-1], edges[1:], counts, strict=True)
+        }
+
+    @property
+    def size(self) -> int:
+        """Main buffer size (patches)."""
+        return self.main_buffer_size
+
+    def __repr__(self) -> str:
+        return (
+            f"BatchGenerator({self.name!r}, {len(self._open)} open images, main "
+            f"{self.main_buffer_size}, read {self.read_buffer_size}, {self.processes} processes)"
+        )
