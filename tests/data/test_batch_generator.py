@@ -14,11 +14,12 @@ from batch_sources import RATIOS, generator
 from scipy import stats as scipy_stats
 
 from digipath.augment import AugmenterPool, Flip, HedColor, Rotate90
-from digipath.data.batch_generator import boosting_transfer_count, one_hot
+from digipath.data.batch_generator import boosting_transfer_count, one_hot, to_channels_first
 from digipath.data.buffer import shared_segments
 from digipath.data.config import PatchSource
 from digipath.data.normalization import RgbToZeroOne
 from digipath.data.weights import BatchBalancingWeights, CleanWeights
+from digipath.data.workers import pieces
 from digipath.errors import SamplingError, SourceError, WorkerError
 
 
@@ -246,3 +247,28 @@ def test_no_shared_memory_left_after_100_start_stop_cycles(sources):
             gen.batch(2)
         gen.stop()
     assert not [name for name in shared_segments() if mine in name]
+
+
+@pytest.mark.parametrize(
+    ("channels", "dtype"), [(1, np.uint8), (3, np.uint8), (4, np.float32), (5, np.uint8)]
+)
+def test_channels_first_matches_a_transpose(channels, dtype):
+    patches = np.random.default_rng(0).integers(0, 255, (3, 7, 5, channels)).astype(dtype)
+    np.testing.assert_array_equal(to_channels_first(patches), patches.transpose(0, 3, 1, 2))
+
+
+def test_requests_are_produced_in_pieces():
+    assert pieces({0: 40, 1: 30}, 32) == [{0: 32}, {0: 8, 1: 24}, {1: 6}]
+    assert pieces({3: 5}, 32) == [{3: 5}]
+    assert pieces({}, 32) == []
+
+
+def test_prefetching_gives_the_same_batches(sources):
+    def run(prefetch: bool) -> list[np.ndarray]:
+        with generator(sources, processes=2, prefetch=prefetch, main_buffer_size=24,
+                       read_buffer_size=24) as gen:  # fmt: skip
+            assert (gen._spare is not None) == prefetch
+            return [batch[1.0]["patches"] for batch, _ in gen.batches(12, count=8)]
+
+    for first, second in zip(run(True), run(False), strict=True):
+        np.testing.assert_array_equal(first, second)

@@ -1,4 +1,4 @@
-"""A ``torch.utils.data.IterableDataset`` over a :class:`~digipath.data.batch_generator.BatchGenerator`.
+"""A torch ``IterableDataset`` over a :class:`~digipath.data.batch_generator.BatchGenerator`.
 
 The generator already samples in its own worker processes and hands out whole batches, so the
 dataset yields batches, not single patches: use it with ``DataLoader(dataset, batch_size=None,

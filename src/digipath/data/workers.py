@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -123,17 +125,54 @@ class Task:
         return int(sum(self.counts.values()))
 
 
-def produce(sampler, task: Task, setup: WorkerSetup) -> Slots:
-    """Run the per-patch pipeline of ``task`` on ``sampler``: sample, augment, map, weigh.
+PIECE = 32
+"""Most patches sampled and augmented at once: bounds a worker's memory whatever the request
+size, and keeps its arrays small enough to be reused instead of freshly mapped (page faults)."""
 
-    Returns the patches, labels and weight maps at the target ``setup.patch_shapes``.
+
+def pieces(counts: Mapping[int, int], size: int = PIECE) -> list[dict[int, int]]:
+    """Split ``{label: count}`` into consecutive parts of at most ``size`` patches."""
+    parts: list[dict[int, int]] = []
+    current: dict[int, int] = {}
+    room = size
+    for label, count in counts.items():
+        while count > 0:
+            take = min(count, room)
+            current[label] = current.get(label, 0) + take
+            count -= take
+            room -= take
+            if room == 0:
+                parts.append(current)
+                current, room = {}, size
+    if current:
+        parts.append(current)
+    return parts
+
+
+def produce(sampler, counts: Mapping[int, int], rng: np.random.Generator, setup: WorkerSetup):
+    """Run the per-patch pipeline on ``sampler``: sample, augment, select channels, weigh.
+
+    Parameters
+    ----------
+    sampler
+        The :class:`~digipath.data.sampler.PatchSampler` of the source.
+    counts
+        ``{mask value: number of patches}``.
+    rng
+        Every draw (positions, augmentation) comes from it.
+    setup
+        Shapes, augmenter, channel selection and weight mapper.
+
+    Returns
+    -------
+    Slots
+        Patches, labels and weight maps at the target ``setup.patch_shapes``.
     """
-    rng = np.random.default_rng(task.seed)
     augmenter = setup.augmenter
     extraction = (
         augmenter.shapes(setup.patch_shapes) if augmenter is not None else setup.patch_shapes
     )
-    samples = sampler.sample(dict(task.counts), extraction, rng)
+    samples = sampler.sample(dict(counts), extraction, rng)
     patches = samples.patches
     if setup.channels is not None:
         patches = {spacing: array[..., list(setup.channels)] for spacing, array in patches.items()}
@@ -169,8 +208,16 @@ class LocalWorker:
             sampler.close()
 
     def run(self, task: Task) -> None:
-        data = produce(self.samplers[task.source], task, self.setup)
-        self.buffers[task.buffer].put(np.asarray(task.slots, dtype=np.int64), data)
+        """Produce the patches of ``task`` piece by piece and write them into its slots."""
+        sampler = self.samplers[task.source]
+        rng = np.random.default_rng(task.seed)
+        slots = np.asarray(task.slots, dtype=np.int64)
+        offset = 0
+        for counts in pieces(task.counts):
+            count = sum(counts.values())
+            data = produce(sampler, counts, rng, self.setup)
+            self.buffers[task.buffer].put(slots[offset : offset + count], data)
+            offset += count
 
     def close_all(self) -> None:
         for source_id in list(self.samplers):
@@ -180,6 +227,7 @@ class LocalWorker:
 def worker_main(index: int, connection: Connection, setup: WorkerSetup) -> None:
     """The loop of a worker process (the target of :class:`multiprocessing.Process`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ.setdefault("DIGIPATH_THREADS", "1")  # one process per core: no decode threads
     try:
         import cv2
 
@@ -302,6 +350,11 @@ class WorkerPool:
         self.name = name
         self._workers: list[_Process] = []
         self._sources: dict[int, object] = {}
+        # several loads may be in flight, each waited for by its own thread: one thread at a
+        # time receives (and records what finished for the others), sends are serialised
+        self._receiving = threading.Lock()
+        self._sending = threading.Lock()
+        self._failed: dict[int, tuple[Task, object, str]] = {}
         self.failures: list[tuple[str, object, str | None, str]] = []
 
     # -- life cycle -------------------------------------------------------------------------
@@ -405,41 +458,53 @@ class WorkerPool:
     def submit(self, task: Task) -> None:
         """Send a request to the worker hosting its source (does not wait)."""
         worker = self.hosting(task.source)
-        self._send(worker, ("sample", task))
-        worker.inflight[task.id] = task
+        with self._sending:
+            worker.inflight[task.id] = task
+            self._send(worker, ("sample", task))
 
     @property
     def busy(self) -> bool:
         """Whether any request is still outstanding."""
         return any(worker.inflight for worker in self._workers)
 
-    def collect(self) -> list[tuple[Task, object, str]]:
-        """Wait until every outstanding request is done.
+    def _outstanding(self, ids: set[int]) -> bool:
+        return any(not ids.isdisjoint(worker.inflight) for worker in self._workers)
+
+    def collect(self, ids: Sequence[int] | None = None) -> list[tuple[Task, object, str]]:
+        """Wait until the requests ``ids`` (default: every outstanding one) are done.
+
+        Thread-safe: several threads may each wait for their own requests.
 
         Returns
         -------
         list
-            ``(task, source, remote traceback)`` of the requests that failed in a worker (the
-            worker keeps running).
+            ``(task, source, remote traceback)`` of those requests that failed in a worker
+            (the worker keeps running).
 
         Raises
         ------
         WorkerError
             When a worker dies or does not answer within the response timeout.
         """
-        failed: list[tuple[Task, object, str]] = []
-        while self.busy:
-            for worker, message in self._receive():
-                kind = message[0]
-                if kind == "done":
-                    worker.inflight.pop(message[1], None)
-                elif kind == "failed" and message[1][0] == "sample":
-                    task = message[1][1]
-                    worker.inflight.pop(task.id, None)
-                    failed.append((task, self._sources.get(task.source), message[3]))
-                else:
-                    raise self._unexpected(worker, message)
-        return failed
+        if ids is None:
+            wanted = {task for worker in self._workers for task in worker.inflight}
+        else:
+            wanted = set(ids)
+        while self._outstanding(wanted):
+            with self._receiving:
+                if not self._outstanding(wanted):
+                    break
+                for worker, message in self._receive():
+                    kind = message[0]
+                    if kind == "done":
+                        worker.inflight.pop(message[1], None)
+                    elif kind == "failed" and message[1][0] == "sample":
+                        task = message[1][1]
+                        self._failed[task.id] = (task, self._sources.get(task.source), message[3])
+                        worker.inflight.pop(task.id, None)
+                    else:
+                        raise self._unexpected(worker, message)
+        return [self._failed.pop(task) for task in sorted(wanted) if task in self._failed]
 
     def ping(self) -> None:
         """Check that every worker is alive and answers (only when no request is outstanding)."""
