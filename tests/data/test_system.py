@@ -135,8 +135,18 @@ def test_system_round_trips_through_its_yaml_names():
         "join timeout secs",
         "response timeout secs",
         "poll timeout secs",
+        "strict",
     }
     assert load_system(dumped) == system
+
+
+def test_strict_is_on_by_default_and_reaches_every_purpose():
+    assert SystemConfig().strict is True
+    lenient = load_system({"strict": False})
+    shares = purpose_resources(lenient, load_resources(None), {"training": 3, "validation": 2})
+    assert all(resources.strict is False for resources in shares.values())
+    with pytest.raises(ConfigError, match="system.strict"):
+        load_system({"strict": "no"})
 
 
 def test_system_is_frozen():

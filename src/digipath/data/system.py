@@ -12,6 +12,7 @@ the background::
       join timeout secs: 30       # how long stop() waits for a worker before terminating it
       response timeout secs: 600  # how long the parent waits for a worker's answer
       poll timeout secs: 1800     # how long an idle worker waits for a command before exiting
+      strict: true                # false: drop an unreadable image from the pool, not stop
     data:
       resources:
         workers:                  # share of the worker PROCESSES per purpose
@@ -120,6 +121,10 @@ class SystemConfig(BaseModel):
         YAML ``poll timeout secs``. Seconds (> 0, default 1800) that an idle worker process
         waits for a command before exiting on its own (so that workers of a dead parent do
         not live forever).
+    strict
+        YAML ``strict`` (default true): an image that cannot be opened or read stops the run
+        with an error; with false it is reported, dropped from the pool and its patches are
+        drawn from the other images.
     """
 
     model_config = ConfigDict(
@@ -174,6 +179,14 @@ class SystemConfig(BaseModel):
         allow_inf_nan=False,
         alias="poll timeout secs",
         description="Seconds an idle worker waits for a command before exiting on its own.",
+    )
+
+    strict: bool = Field(
+        True,
+        alias="strict",
+        description="True: an image that cannot be opened or read stops the run with an error; "
+        "false: it is reported, dropped from the pool and its patches are drawn from the "
+        "other images.",
     )
 
     def processes(self, cpu_count: int | None = None) -> int:
@@ -231,6 +244,7 @@ _SYSTEM_KEYS: dict[str, tuple[str, str]] = {
     "join timeout secs": ("join_timeout", "a finite number of seconds > 0"),
     "response timeout secs": ("response_timeout", "a finite number of seconds > 0"),
     "poll timeout secs": ("poll_timeout", "a finite number of seconds > 0"),
+    "strict": ("strict", "true or false"),
 }
 
 
@@ -511,6 +525,8 @@ class PurposeResources:
         Seconds that the parent waits for a worker's answer.
     poll_timeout
         Seconds that an idle worker waits for a command before exiting on its own.
+    strict
+        Whether an unreadable image raises (``True``) or is dropped from the pool.
     """
 
     processes: int
@@ -519,6 +535,7 @@ class PurposeResources:
     join_timeout: float
     response_timeout: float
     poll_timeout: float
+    strict: bool = True
 
 
 def purpose_resources(
@@ -593,6 +610,7 @@ def purpose_resources(
             join_timeout=system.join_timeout,
             response_timeout=system.response_timeout,
             poll_timeout=system.poll_timeout,
+            strict=system.strict,
         )
         for purpose in counts
     }
