@@ -145,7 +145,7 @@ def test_strict_is_on_by_default_and_reaches_every_purpose():
     lenient = load_system({"strict": False})
     shares = purpose_resources(lenient, load_resources(None), {"training": 3, "validation": 2})
     assert all(resources.strict is False for resources in shares.values())
-    with pytest.raises(ConfigError, match="system.strict"):
+    with pytest.raises(ConfigError, match=r"system\.strict"):
         load_system({"strict": "no"})
 
 

@@ -1,0 +1,318 @@
+"""Batch generators from a DigitalPathology training parameter file and a data config.
+
+:func:`batch_generators` reads the sections of the parameter YAML that concern batches, as the
+original library named them, and builds one :class:`~digipath.data.batch_generator.BatchGenerator`
+per purpose:
+
+``system``
+    processes, pool size, request size, timeouts, ``strict`` (:mod:`digipath.data.system`);
+``data.images``
+    ``patch shapes`` (``{spacing in µm/px: [rows, cols]}``; the keys must be spacings such as
+    ``2.0``, never level indices) and ``channels``;
+``data.labels``
+    ``mask pixel spacing``, ``label mode`` (``central``, ``synthesize``, ``load``),
+    ``label map`` (mask value -> network class), ``label ratios``, ``strict selection``,
+    ``one hot``;
+``data.spacing tolerance``, ``data.normalization``, ``data.weight mapping``,
+``data.categories`` (ratios of the open images), ``data.purposes`` (how the data config's
+images are split between training and validation), ``data.resources`` (processes and open
+images per purpose);
+``augmentation``
+    one augmenter pool per purpose (:func:`~digipath.augment.load_augmentation`);
+``training``
+    ``iterations.<purpose>.iteration count`` x ``batch size`` sizes the main and the read
+    buffers (as in the original), ``buffer chunk size`` the transfer chunks.
+
+Every key has the original's meaning and a documented default; a wrong value raises
+:class:`~digipath.errors.ConfigError` naming its key path (``data.labels.label ratios.3``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from digipath.data.batch_generator import BatchGenerator
+from digipath.data.config import DataConfig, key_path
+from digipath.data.labels import LabelMap
+from digipath.data.normalization import normalizer_from_config
+from digipath.data.sampler import LABEL_MODES
+from digipath.data.system import load_resources, load_system, purpose_resources
+from digipath.data.weights import weight_mappers_from_config
+from digipath.errors import ConfigError, LabelMapError
+
+__all__ = ["batch_generators", "load_parameters"]
+
+
+def load_parameters(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a parameter YAML file into a mapping (errors name the file)."""
+    source = os.fspath(path)
+    try:
+        content = yaml.safe_load(Path(source).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError("", f"cannot read the parameter file: {error.strerror}", source) from None
+    except yaml.YAMLError as error:
+        raise ConfigError("", f"not valid YAML: {error}", source) from None
+    if not isinstance(content, Mapping):
+        raise ConfigError("", "a parameter file must hold a mapping of sections", source)
+    return dict(content)
+
+
+class _Section:
+    """Typed reads from one mapping of the parameter file, with key paths in every error."""
+
+    def __init__(self, value: Any, key: str, source: str | None, known: tuple[str, ...]) -> None:
+        if value is None:
+            value = {}
+        if not isinstance(value, Mapping):
+            raise ConfigError(key, f"expected a mapping, got {value!r}", source)
+        unknown = [str(name) for name in value if name not in known]
+        if unknown:
+            raise ConfigError(
+                key_path(key, unknown[0]),
+                f"unknown key; valid keys are: {', '.join(known)}",
+                source,
+            )
+        self.value, self.key, self.source = value, key, source
+
+    def path(self, name: str) -> str:
+        return key_path(self.key, name)
+
+    def error(self, name: str, reason: str) -> ConfigError:
+        return ConfigError(self.path(name), reason, self.source)
+
+    def section(self, name: str, known: tuple[str, ...]) -> _Section:
+        return _Section(self.value.get(name), self.path(name), self.source, known)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.value.get(name, default)
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.value.get(name, default)
+        if not isinstance(value, bool):
+            raise self.error(name, f"expected true or false, got {value!r}")
+        return value
+
+    def number(self, name: str, default: float | None, *, low: float = 0.0, open_low=False):
+        value = self.value.get(name, default)
+        if value is None:
+            raise self.error(name, "is required")
+        valid = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not valid or not math.isfinite(value) or value < low or (open_low and value == low):
+            relation = ">" if open_low else ">="
+            raise self.error(name, f"expected a finite number {relation} {low:g}, got {value!r}")
+        return float(value)
+
+    def ratios(self, name: str, key_type: type, default: Mapping | None = None) -> dict:
+        value = self.value.get(name, default)
+        if not isinstance(value, Mapping) or not value:
+            raise self.error(name, f"expected a non-empty mapping of ratios, got {value!r}")
+        result = {}
+        for item, ratio in value.items():
+            where = key_path(self.path(name), str(item))
+            if key_type is int and (not isinstance(item, int) or isinstance(item, bool)):
+                raise ConfigError(
+                    where, f"expected an integer mask value, got {item!r}", self.source
+                )
+            valid = isinstance(ratio, (int, float)) and not isinstance(ratio, bool)
+            if not valid or not math.isfinite(ratio) or ratio < 0:
+                raise ConfigError(where, f"expected a ratio >= 0, got {ratio!r}", self.source)
+            result[item] = float(ratio)
+        if sum(result.values()) <= 0:
+            raise self.error(name, "the ratios are all zero")
+        return result
+
+
+def _patch_shapes(images: _Section) -> dict[float, tuple[int, int]]:
+    value = images.get("patch shapes")
+    if not isinstance(value, Mapping) or not value:
+        raise images.error(
+            "patch shapes", "expected {spacing in µm/px: [rows, cols]}, e.g. 2.0: [128, 128]"
+        )
+    shapes: dict[float, tuple[int, int]] = {}
+    for spacing, shape in value.items():
+        where = key_path(images.path("patch shapes"), str(spacing))
+        if isinstance(spacing, bool) or isinstance(spacing, int):
+            raise ConfigError(
+                where,
+                f"{spacing} is a level index, not a pixel spacing: write the spacing in µm/px "
+                f"as a float ({float(spacing)}) to mean {float(spacing):g} µm/px",
+                images.source,
+            )
+        if not isinstance(spacing, float) or not math.isfinite(spacing) or spacing <= 0:
+            raise ConfigError(where, f"expected a pixel spacing > 0 in µm/px, got {spacing!r}",
+                              images.source)  # fmt: skip
+        valid = (
+            isinstance(shape, (list, tuple)) and len(shape) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)
+        )  # fmt: skip
+        if not valid:
+            raise ConfigError(where, f"expected [rows, cols] of positive integers, got {shape!r}",
+                              images.source)  # fmt: skip
+        shapes[float(spacing)] = (int(shape[0]), int(shape[1]))
+    return shapes
+
+
+def _channels(images: _Section) -> tuple[int, ...] | None:
+    value = images.get("channels")
+    if value is None:
+        return None
+    valid = (
+        isinstance(value, list) and value
+        and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in value)
+    )  # fmt: skip
+    if not valid:
+        raise images.error("channels", f"expected a list of channel indices >= 0, got {value!r}")
+    if len(set(value)) != len(value):
+        raise images.error("channels", f"a channel is listed twice: {value}")
+    return tuple(value)
+
+
+def batch_generators(
+    parameters: Mapping[str, Any] | str | os.PathLike[str],
+    data: DataConfig | str | os.PathLike[str],
+    purposes: list[str] | None = None,
+    *,
+    cpu_count: int | None = None,
+    seed: np.random.Generator | int | None = None,
+    prefetch: bool = True,
+    source: str | None = None,
+) -> dict[str, BatchGenerator]:
+    """One :class:`BatchGenerator` per purpose, as a DigitalPathology parameter file says.
+
+    Parameters
+    ----------
+    parameters
+        The parameter file (path) or its loaded mapping (sections ``system``, ``data``,
+        ``augmentation``, ``training``; see the module docstring).
+    data
+        The data config (path or :class:`~digipath.data.config.DataConfig`). A config that is
+        not yet split by purpose is distributed with ``data.purposes``; a distributed one must
+        match those ratios.
+    purposes
+        The purposes to build (default: every purpose of ``data.purposes``).
+    cpu_count
+        CPUs a float ``process count`` multiplies (default: this machine's).
+    seed
+        Seed of every draw; each purpose gets its own stream.
+    prefetch
+        Passed to every generator (see :class:`BatchGenerator`).
+    source
+        The parameter file's name for error messages, when ``parameters`` is a mapping.
+
+    Returns
+    -------
+    dict
+        ``{purpose: BatchGenerator}``, not started.
+    """
+    if isinstance(parameters, (str, os.PathLike)):
+        source = os.fspath(parameters)
+        parameters = load_parameters(parameters)
+    if isinstance(data, (str, os.PathLike)):
+        data = DataConfig.load(data)
+    top = _Section(parameters, "", source, ("model", "system", "training", "data", "augmentation"))
+    section = top.section(
+        "data",
+        ("images", "labels", "spacing tolerance", "normalization", "weight mapping", "categories",
+         "purposes", "resources"),
+    )  # fmt: skip
+    images = section.section("images", ("patch shapes", "channels"))
+    labels = section.section(
+        "labels",
+        ("mask pixel spacing", "label mode", "label map", "label ratios", "strict selection",
+         "one hot"),
+    )  # fmt: skip
+    patch_shapes = _patch_shapes(images)
+    channels = _channels(images)
+    mask_spacing = labels.number("mask pixel spacing", None, open_low=True)
+    label_mode = labels.get("label mode", "central")
+    if label_mode not in LABEL_MODES:
+        raise labels.error(
+            "label mode", f"expected one of {', '.join(LABEL_MODES)}, got {label_mode!r}"
+        )
+    label_map = None
+    if labels.get("label map") is not None:
+        try:
+            label_map = LabelMap(labels.get("label map"))
+        except (LabelMapError, TypeError, ValueError) as error:
+            raise labels.error("label map", str(error)) from None
+    label_ratios = labels.ratios("label ratios", int)
+    if label_map is not None:
+        missing = sorted(set(label_ratios) - set(label_map.mapping))
+        if missing:
+            raise labels.error("label ratios", f"mask values {missing} are not in the label map")
+    classes = label_map.classes if label_map is not None else max(label_ratios) + 1
+    tolerance = section.number("spacing tolerance", 0.25)
+    normalizer = normalizer_from_config(
+        section.get("normalization"), key_path("data", "normalization"), source
+    )
+    patch_weights, batch_weights = weight_mappers_from_config(
+        section.get("weight mapping"), classes, label_mode, key_path("data", "weight mapping"),
+        source,
+    )  # fmt: skip
+    purpose_ratios = section.ratios("purposes", str, {"training": 1.0, "validation": 1.0})
+    generator = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    if data.distribution is None:
+        data = data.distribute(purpose_ratios, generator)
+    else:
+        data.validate(purpose_ratios)
+    collection = data.collection()
+    wanted = list(purpose_ratios) if purposes is None else list(purposes)
+    for purpose in wanted:
+        if purpose not in collection:
+            raise section.error("purposes", f"the data config has no purpose {purpose!r}")
+    categories = section.get("categories")
+    category_ratios = section.ratios("categories", str) if categories is not None else None
+    system = load_system(top.get("system"), "system", source)
+    resources = load_resources(section.get("resources"), key_path("data", "resources"), source)
+    counts = {p: sum(len(items) for items in collection[p].values()) for p in wanted}
+    shares = purpose_resources(system, resources, counts, cpu_count)
+    augmentation = top.get("augmentation")
+    pools = {}
+    if augmentation:
+        from digipath.augment import load_augmentation
+
+        pools = load_augmentation({"augmentation": augmentation}, rng=generator.spawn(1)[0])
+    training = top.section(
+        "training",
+        ("epoch count", "metric name", "higher is better", "averaging length",
+         "source step length", "iteration log percent", "buffer chunk size", "learning",
+         "boosting", "iterations"),
+    )  # fmt: skip
+    chunk = training.get("buffer chunk size")
+    iterations = training.get("iterations") or {}
+    streams = generator.spawn(len(wanted))
+    result: dict[str, BatchGenerator] = {}
+    for purpose, stream in zip(wanted, streams, strict=True):
+        counts_of = _Section(
+            iterations.get(purpose), key_path("training", "iterations", purpose), source,
+            ("repetition count", "iteration count", "batch size"),
+        )  # fmt: skip
+        batch = int(counts_of.number("batch size", 32, low=1))
+        buffer = int(counts_of.number("iteration count", 100, low=1)) * batch
+        share = shares[purpose]
+        result[purpose] = BatchGenerator(
+            collection[purpose],
+            label_ratios=label_ratios, patch_shapes=patch_shapes, mask_spacing=mask_spacing,
+            main_buffer_size=buffer, read_buffer_size=buffer,
+            buffer_chunk_size=int(chunk) if chunk else None,
+            category_ratios=(
+                {c: r for c, r in category_ratios.items() if c in collection[purpose]}
+                if category_ratios else None
+            ),
+            tolerance=tolerance, channels=channels, label_mode=label_mode, label_map=label_map,
+            strict_selection=labels.boolean("strict selection", False),
+            augmenter=pools.get(purpose), normalizer=normalizer, patch_weights=patch_weights,
+            batch_weights=batch_weights, one_hot=labels.boolean("one hot", True),
+            processes=share.processes, pool_size=share.pool_size or None,
+            ipc_chunk_size=share.ipc_chunk_size, join_timeout=share.join_timeout,
+            response_timeout=share.response_timeout, poll_timeout=share.poll_timeout,
+            strict=share.strict, prefetch=prefetch, batch_size=batch, seed=stream, name=purpose,
+        )  # fmt: skip
+    return result
