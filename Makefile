@@ -29,6 +29,7 @@ bench: venv
 	$(PY) benchmarks/read_patches.py
 	$(PY) benchmarks/sample_patches.py
 	$(PY) benchmarks/augment.py
+	$(PY) benchmarks/batches.py
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache .ruff_cache .hypothesis

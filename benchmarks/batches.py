@@ -27,7 +27,9 @@ the median over the repeats (the four set-ups alternate within each repeat). dig
 over whole passes over its buffer after two passes of warm-up (the prefetching pipeline is then
 full), the baseline after 8 batches (its workers' prefetching). Set-up (statistics or
 ``np.nonzero``; process start) is reported separately.
-The peak resident memory of each worker process (``VmHWM``) is reported too. The 8 slides are
+The memory of each worker process is reported too: its peak resident size (``VmHWM``, which
+for digipath includes the shared-memory buffers it writes into) and its private resident size
+(``RssAnon``) at the end. The 8 slides are
 symbolic links to one image and one mask (the baseline computes ``np.nonzero`` once per mask
 file, which flatters its set-up time and memory).
 
@@ -85,16 +87,24 @@ def pool_of_slides(cache_dir: Path, size: int) -> list[tuple[Path, Path, Path]]:
     return slides
 
 
-def peak_memory_mib(pid: int) -> float | None:
-    """Peak resident set size (VmHWM) of a process, in MiB (Linux)."""
+def memory_mib(pid: int) -> tuple[float, float] | None:
+    """``(peak resident, private resident)`` memory of a process in MiB (Linux).
+
+    The peak (``VmHWM``) counts the shared-memory buffers a digipath worker writes into; the
+    private part (``RssAnon``, now) is what the process holds of its own.
+    """
+    values = {}
     try:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
+                key, _, rest = line.partition(":")
+                if key in ("VmHWM", "RssAnon"):
+                    values[key] = int(rest.split()[0]) / 1024
     except OSError:
         return None
-    return None
+    if len(values) < 2:
+        return None
+    return values["VmHWM"], values["RssAnon"]
 
 
 def augmenter():
@@ -114,7 +124,7 @@ def consume(loader, batches: int, warmup: int, workers) -> tuple[float, list[flo
         item = next(iterator)
         patches += len(item["patches"] if isinstance(item, dict) else item[0])
     rate = patches / (time.perf_counter() - start)
-    memory = [peak_memory_mib(pid) for pid in workers(iterator)]
+    memory = [memory_mib(pid) for pid in workers(iterator)]
     del iterator
     return rate, memory
 
@@ -146,7 +156,7 @@ def run_digipath(slides, processes: int, batches: int, seed: int, buffer: int) -
         rate, memory = consume(loader, batches, 2 * buffer // BATCH, lambda _: generator.workers)
     finally:
         generator.stop()
-    return {"rate": rate, "setup_s": setup, "worker_peak_mib": memory}
+    return {"rate": rate, "setup_s": setup, "worker_memory_mib": memory}
 
 
 class NonzeroDataset:
@@ -207,7 +217,7 @@ def run_baseline(slides, workers: int, batches: int, seed: int, buffer: int) -> 
     rate, memory = consume(
         loader, batches, 8, lambda it: [w.pid for w in getattr(it, "_workers", [])]
     )
-    return {"rate": rate, "setup_s": setup, "worker_peak_mib": memory}
+    return {"rate": rate, "setup_s": setup, "worker_memory_mib": memory}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -242,7 +252,9 @@ def main(argv: list[str] | None = None) -> None:
             for name, run in (("digipath", run_digipath), ("baseline", run_baseline)):
                 result = run(slides, workers, batches, args.seed + repeat, buffer)
                 runs.setdefault(f"{name}_{workers}", []).append(result)
-                memory = ", ".join(f"{m:.0f}" for m in result["worker_peak_mib"] if m is not None)
+                memory = ", ".join(
+                    f"{m[0]:.0f} ({m[1]:.0f} private)" for m in result["worker_memory_mib"] if m
+                )
                 print(
                     f"  repeat {repeat + 1}: {name:9s} {workers} worker(s) "
                     f"{result['rate']:7.1f} patches/s (set-up {result['setup_s']:.2f} s; "
@@ -253,8 +265,9 @@ def main(argv: list[str] | None = None) -> None:
         key: {
             "rate": statistics.median(r["rate"] for r in values),
             "setup_s": statistics.median(r["setup_s"] for r in values),
-            "worker_peak_mib": max(
-                (r["worker_peak_mib"] for r in values), key=lambda m: sum(x or 0 for x in m)
+            "worker_memory_mib": max(
+                (r["worker_memory_mib"] for r in values),
+                key=lambda memory: sum(m[0] for m in memory if m),
             ),
         }
         for key, values in runs.items()
@@ -269,17 +282,13 @@ def main(argv: list[str] | None = None) -> None:
         one, two = results[f"{name}_1"]["rate"], results[f"{name}_2"]["rate"]
         print(f"{name:20}{one:10.1f}{two:11.1f}{two / one:8.2f}")
     print(f"{'digipath / baseline':20}{ratio_1:10.2f}{ratio_2:11.2f}")
-    figures = {
-        f"{key}_{field}": (
-            round(value, 3) if isinstance(value, float)
-            else [None if m is None else round(m, 1) for m in value]
-        )
-        for key, result in results.items()
-        for field, value in (
-            ("patches_per_s", result["rate"]), ("setup_s", result["setup_s"]),
-            ("worker_peak_mib", result["worker_peak_mib"]),
-        )
-    }  # fmt: skip
+    figures: dict[str, object] = {}
+    for key, result in results.items():
+        figures[f"{key}_patches_per_s"] = round(result["rate"], 3)
+        figures[f"{key}_setup_s"] = round(result["setup_s"], 3)
+        memory = [m for m in result["worker_memory_mib"] if m]
+        figures[f"{key}_worker_peak_mib"] = [round(m[0], 1) for m in memory]
+        figures[f"{key}_worker_private_mib"] = [round(m[1], 1) for m in memory]
     figures["batches_vs_baseline_1_worker"] = round(ratio_1, 3)
     figures["baseline_two_vs_one_worker"] = round(baseline_scaling, 3)
     figures["repeats"] = repeats
