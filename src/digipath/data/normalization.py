@@ -29,10 +29,11 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from digipath.data.parameterized import Parameterized
 from digipath.errors import ConfigError, NormalizationError
 
 __all__ = [
@@ -112,31 +113,11 @@ def _scale_offset(patches: np.ndarray, scale: float, offset: float) -> np.ndarra
     return out
 
 
-class _Base:
-    """Equality, hashing and ``repr`` from the constructor parameters."""
-
-    type: ClassVar[str]
-    """The configuration ``type`` naming this normaliser."""
-
-    def _parameters(self) -> dict[str, object]:
-        return {}
-
-    def __repr__(self) -> str:
-        listed = ", ".join(f"{name}={value!r}" for name, value in self._parameters().items())
-        return f"{type(self).__name__}({listed})"
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other._parameters() == self._parameters()  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return hash((type(self).__name__, tuple(self._parameters().items())))
-
-
 # --------------------------------------------------------------------------------------------
 # Normalisers
 
 
-class RgbToZeroOne(_Base):
+class RgbToZeroOne(Parameterized):
     """Map 0-255 to 0-1: ``x / 255`` (config type ``rgb_to_0-1``).
 
     Examples
@@ -166,7 +147,7 @@ class RgbToZeroOne(_Base):
         return out
 
 
-class RgbRange(_Base):
+class RgbRange(Parameterized):
     """Map 0-255 linearly onto ``target_range``: ``x * (b - a) / 255 + a`` (config type ``rgb``).
 
     Parameters
@@ -212,7 +193,7 @@ class RgbRange(_Base):
         return _scale_offset(_check_patches(patches, self), self._scale, self._offset)
 
 
-class GeneralRange(_Base):
+class GeneralRange(Parameterized):
     """Map ``source_range`` linearly onto ``target_range`` (config type ``general``).
 
     ``(x - s0) / (s1 - s0) * (t1 - t0) + t0``.
@@ -270,7 +251,7 @@ class GeneralRange(_Base):
         return _scale_offset(_check_patches(patches, self), self._scale, self._offset)
 
 
-class PassThrough(_Base):
+class PassThrough(Parameterized):
     """Keep the values, as float32 (config type ``pass-through``)."""
 
     type = "pass-through"
@@ -280,7 +261,7 @@ class PassThrough(_Base):
         return np.array(_check_patches(patches, self), dtype=np.float32, copy=True)
 
 
-NORMALIZERS: dict[str, type[_Base]] = {
+NORMALIZERS: dict[str, type[Parameterized]] = {
     cls.type: cls for cls in (RgbToZeroOne, RgbRange, GeneralRange, PassThrough)
 }
 """``{config type: normaliser class}``."""

@@ -38,11 +38,12 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from digipath.data.labels import IGNORE
+from digipath.data.parameterized import Parameterized
 from digipath.errors import ConfigError, WeightMappingError
 
 __all__ = [
@@ -242,27 +243,7 @@ def _balanced_lut(
     return lut
 
 
-class _Base:
-    """Equality, hashing and ``repr`` from the constructor parameters."""
-
-    type: ClassVar[str]
-    """The configuration ``type`` naming this weight mapping."""
-
-    def _parameters(self) -> dict[str, object]:
-        return {}
-
-    def __repr__(self) -> str:
-        listed = ", ".join(f"{name}={value!r}" for name, value in self._parameters().items())
-        return f"{type(self).__name__}({listed})"
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other._parameters() == self._parameters()  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return hash((type(self).__name__, tuple(self._parameters().items())))
-
-
-class _Balancing(_Base):
+class _Balancing(Parameterized):
     def __init__(
         self,
         classes: int,
@@ -289,7 +270,7 @@ class _Balancing(_Base):
 # Weight mappers
 
 
-class CleanWeights(_Base):
+class CleanWeights(Parameterized):
     """Weight 1 at valid label pixels, 0 at ignored ones (config type ``clean``).
 
     Parameters
@@ -447,7 +428,7 @@ class BatchBalancingWeights(_Balancing):
         return out
 
 
-WEIGHT_MAPPERS: dict[str, type[_Base]] = {
+WEIGHT_MAPPERS: dict[str, type[Parameterized]] = {
     cls.type: cls for cls in (CleanWeights, BalancingWeights, BatchBalancingWeights)
 }
 """``{config type: weight mapper class}`` (``batch balancing`` also uses :class:`CleanWeights`
