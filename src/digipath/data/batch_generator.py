@@ -52,7 +52,13 @@ from digipath.data.buffer import BufferLayout, PatchBuffer, Slots
 from digipath.data.distribution import distribute_population
 from digipath.data.labels import LabelMap
 from digipath.data.workers import LocalWorker, Task, WorkerPool, WorkerSetup
-from digipath.errors import PatchBufferError, SamplingError, SourceError, WorkerError
+from digipath.errors import (
+    DigipathError,
+    PatchBufferError,
+    SamplingError,
+    SourceError,
+    WorkerError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -384,9 +390,14 @@ class BatchGenerator:
             return len(self.channels)
         from digipath.io import ImageReader
 
-        first = next(s for items in self.planner.sources.values() for s in items)
-        with ImageReader(first.image) as reader:
-            return int(reader.channels)
+        problems = []
+        for source in (s for items in self.planner.sources.values() for s in items):
+            try:
+                with ImageReader(source.image) as reader:
+                    return int(reader.channels)
+            except DigipathError as error:  # unreadable: step() reports or drops it
+                problems.append(str(error))
+        raise SamplingError(f"{self.name}: no image can be read: {'; '.join(problems[:3])}")
 
     def start(self) -> None:
         """Create the buffers and the worker processes (idempotent)."""
@@ -462,12 +473,12 @@ class BatchGenerator:
     def stop(self) -> None:
         """Stop the workers and free the shared memory (idempotent; never raises)."""
         loads, self._loads = self._loads, []
-        for load in loads:
-            if load.thread is not None:
-                load.thread.join(self.response_timeout)
-        if self._finalizer is not None:
+        if self._finalizer is not None:  # workers first: a loader waiting on them then ends
             self._finalizer()
             self._finalizer = None
+        for load in loads:
+            if load.thread is not None:
+                load.thread.join(self.join_timeout)
         self.main = self.read = self._spare = None
         self._pool = self._local = None
         self._open = []
