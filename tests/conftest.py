@@ -44,3 +44,14 @@ def wsi_files(test_data: Path) -> list[Path]:
     if not files:
         pytest.fail(f"no files under {test_data / 'wsi'}")
     return files
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    """``{category: [PatchSource]}``: three tumour images (labels 0-2), two normal ones (0-1).
+
+    Small generated slides with label masks (see ``tests/batch_sources.py``).
+    """
+    from batch_sources import make_sources
+
+    return make_sources(tmp_path_factory.mktemp("slides"))

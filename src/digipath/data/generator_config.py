@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from digipath.config_section import Section
 from digipath.data.batch_generator import BatchGenerator
 from digipath.data.config import DataConfig, key_path
 from digipath.data.labels import LabelMap
@@ -64,72 +65,7 @@ def load_parameters(path: str | os.PathLike[str]) -> dict[str, Any]:
     return dict(content)
 
 
-class _Section:
-    """Typed reads from one mapping of the parameter file, with key paths in every error."""
-
-    def __init__(self, value: Any, key: str, source: str | None, known: tuple[str, ...]) -> None:
-        if value is None:
-            value = {}
-        if not isinstance(value, Mapping):
-            raise ConfigError(key, f"expected a mapping, got {value!r}", source)
-        unknown = [str(name) for name in value if name not in known]
-        if unknown:
-            raise ConfigError(
-                key_path(key, unknown[0]),
-                f"unknown key; valid keys are: {', '.join(known)}",
-                source,
-            )
-        self.value, self.key, self.source = value, key, source
-
-    def path(self, name: str) -> str:
-        return key_path(self.key, name)
-
-    def error(self, name: str, reason: str) -> ConfigError:
-        return ConfigError(self.path(name), reason, self.source)
-
-    def section(self, name: str, known: tuple[str, ...]) -> _Section:
-        return _Section(self.value.get(name), self.path(name), self.source, known)
-
-    def get(self, name: str, default: Any = None) -> Any:
-        return self.value.get(name, default)
-
-    def boolean(self, name: str, default: bool) -> bool:
-        value = self.value.get(name, default)
-        if not isinstance(value, bool):
-            raise self.error(name, f"expected true or false, got {value!r}")
-        return value
-
-    def number(self, name: str, default: float | None, *, low: float = 0.0, open_low=False):
-        value = self.value.get(name, default)
-        if value is None:
-            raise self.error(name, "is required")
-        valid = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not valid or not math.isfinite(value) or value < low or (open_low and value == low):
-            relation = ">" if open_low else ">="
-            raise self.error(name, f"expected a finite number {relation} {low:g}, got {value!r}")
-        return float(value)
-
-    def ratios(self, name: str, key_type: type, default: Mapping | None = None) -> dict:
-        value = self.value.get(name, default)
-        if not isinstance(value, Mapping) or not value:
-            raise self.error(name, f"expected a non-empty mapping of ratios, got {value!r}")
-        result = {}
-        for item, ratio in value.items():
-            where = key_path(self.path(name), str(item))
-            if key_type is int and (not isinstance(item, int) or isinstance(item, bool)):
-                raise ConfigError(
-                    where, f"expected an integer mask value, got {item!r}", self.source
-                )
-            valid = isinstance(ratio, (int, float)) and not isinstance(ratio, bool)
-            if not valid or not math.isfinite(ratio) or ratio < 0:
-                raise ConfigError(where, f"expected a ratio >= 0, got {ratio!r}", self.source)
-            result[item] = float(ratio)
-        if sum(result.values()) <= 0:
-            raise self.error(name, "the ratios are all zero")
-        return result
-
-
-def _patch_shapes(images: _Section) -> dict[float, tuple[int, int]]:
+def _patch_shapes(images: Section) -> dict[float, tuple[int, int]]:
     value = images.get("patch shapes")
     if not isinstance(value, Mapping) or not value:
         raise images.error(
@@ -159,7 +95,7 @@ def _patch_shapes(images: _Section) -> dict[float, tuple[int, int]]:
     return shapes
 
 
-def _channels(images: _Section) -> tuple[int, ...] | None:
+def _channels(images: Section) -> tuple[int, ...] | None:
     value = images.get("channels")
     if value is None:
         return None
@@ -216,7 +152,7 @@ def batch_generators(
         parameters = load_parameters(parameters)
     if isinstance(data, (str, os.PathLike)):
         data = DataConfig.load(data)
-    top = _Section(parameters, "", source, ("model", "system", "training", "data", "augmentation"))
+    top = Section(parameters, "", source, ("model", "system", "training", "data", "augmentation"))
     section = top.section(
         "data",
         ("images", "labels", "spacing tolerance", "normalization", "weight mapping", "categories",
@@ -290,7 +226,7 @@ def batch_generators(
     streams = generator.spawn(len(wanted))
     result: dict[str, BatchGenerator] = {}
     for purpose, stream in zip(wanted, streams, strict=True):
-        counts_of = _Section(
+        counts_of = Section(
             iterations.get(purpose), key_path("training", "iterations", purpose), source,
             ("repetition count", "iteration count", "batch size"),
         )  # fmt: skip
