@@ -421,3 +421,14 @@ class AugmentationConfigError(ConfigError, AugmentationError):
     ``key`` names where: the YAML key path (``augmentation.training[1].items[0].sigma``) or the
     text line (``line 3: AugRotate.angle``).
     """
+
+
+# -- models -------------------------------------------------------------------------------------
+
+
+class ModelError(DigipathError, ValueError):
+    """A model was built, called or configured wrongly (the message names the value)."""
+
+
+class ModelFileError(ModelError, FileError):
+    """A model file is missing, unreadable, of an unknown format version or inconsistent."""
