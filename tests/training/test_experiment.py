@@ -6,7 +6,7 @@ import copy
 import json
 
 import pytest
-import yaml
+from tiny_experiment import PARAMETERS
 
 from digipath.data.config import DataConfig
 from digipath.errors import ConfigError
@@ -14,47 +14,6 @@ from digipath.models.files import file_digest, read_header
 from digipath.training.experiment import ExperimentCommander
 from digipath.training.progress import read_rows
 from digipath.training.trainer import NetworkTrainer
-
-PARAMETERS = yaml.safe_load(
-    """
-model:
-  type: 'unet'
-  name: 'tiny unet'
-  depth: 2
-  branching factor: 2
-  padding: 'same'
-  batch norm: true
-  loss: 'cross_entropy'
-system:
-  process count: 0
-  pool size: 4
-training:
-  epoch count: 3
-  metric name: 'validation accuracy'
-  higher is better: true
-  averaging length: 1
-  learning:
-    learning rate: 0.01
-  boosting:
-    enabled: true
-    buffer mode switch: 1
-    difficult threshold: 0.5
-    difficult update ratio: 0.5
-  iterations:
-    training: {repetition count: 2, iteration count: 2, batch size: 4}
-    validation: {repetition count: 1, iteration count: 2, batch size: 4}
-data:
-  images:
-    patch shapes: {1.0: [32, 32]}
-  labels:
-    mask pixel spacing: 2.0
-    label mode: 'synthesize'
-    label map: {0: 0, 1: 1, 2: 1}
-    label ratios: {0: 1.0, 1: 1.0, 2: 1.0}
-  normalization: {enabled: true, type: 'rgb_to_0-1'}
-  purposes: {training: 0.6, validation: 0.4}
-"""
-)
 
 
 def commander(sources, tmp_path, parameters=None, **options) -> ExperimentCommander:
@@ -162,3 +121,13 @@ def test_plateau_counts_epochs_since_the_best():
     assert plateau([0.5, 0.6, 0.6], True) == 0  # a tie counts as improvement
     assert plateau([0.5, 0.6, 0.55, 0.52], True) == 2
     assert plateau([0.5, 0.4, 0.45], False) == 1
+
+
+def test_a_work_directory_is_synchronised_to_the_progress_directory(sources, tmp_path):
+    parameters = copy.deepcopy(PARAMETERS)
+    parameters["training"]["epoch count"] = 1
+    work = tmp_path / "local"
+    commander(sources, tmp_path / "shared", parameters=parameters, work_dir=work).execute()
+    written = sorted(p.name for p in (work / "exp").iterdir())
+    assert written == sorted(p.name for p in (tmp_path / "shared" / "exp").iterdir())
+    assert "exp_last_model.safetensors" in written

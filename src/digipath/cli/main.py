@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from digipath.cli import annotations, augment, data, info
+from digipath.cli import annotations, augment, data, info, train
 
 app = typer.Typer(
     name="digipath",
@@ -24,6 +24,9 @@ app.command(name="split")(data.split)
 app.command(name="annotations-to-mask")(annotations.annotations_to_mask)
 app.command(name="mask-to-annotations")(annotations.mask_to_annotations)
 app.command(name="augment-preview")(augment.augment_preview)
+app.command(name="train")(train.train)
+app.command(name="summarize-logs")(train.summarize_logs)
+app.command(name="update-network")(train.update_network)
 
 
 @app.callback()

@@ -37,7 +37,7 @@ from digipath.errors import ConfigError
 from digipath.models.config import model_from_config
 from digipath.training.parameters import apply_overrides, training_parameters
 from digipath.training.progress import write_atomic
-from digipath.training.trainer import NetworkTrainer, Progress
+from digipath.training.trainer import NetworkTrainer, Progress, copy_with_retries
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +101,11 @@ class ExperimentCommander:
         Model device (``cpu``, ``cuda``, ``auto``); default the section's or CPU.
     progress
         Progress callback passed to the trainer.
+    on_epoch_end
+        ``callback(epoch, row)`` after each epoch's files are written.
+    work_dir
+        Write the files here (e.g. a node's local disk) and copy them to ``progress_dir``
+        after every epoch; a resumed run first copies them back.
     """
 
     def __init__(
@@ -117,6 +122,7 @@ class ExperimentCommander:
         device: str | None = None,
         progress: Progress | None = None,
         on_epoch_end=None,
+        work_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.source = None
         if isinstance(parameters, (str, os.PathLike)):
@@ -136,7 +142,10 @@ class ExperimentCommander:
         self.name = experiment_name or f"experiment_{stamp}"
         if not self.name or os.sep in self.name:
             raise ConfigError("experiment name", f"expected a plain folder name, got {self.name!r}")
-        self.directory = Path(progress_dir) / self.name
+        self.progress_directory = Path(progress_dir) / self.name
+        self.directory = (
+            self.progress_directory if work_dir is None else Path(work_dir) / self.name
+        )
         self.seed = int(time.time() * 1e7) % (2**63) if seed is None else int(seed)
         self.cpu_count = cpu_count
         self.resume = resume
@@ -193,8 +202,24 @@ class ExperimentCommander:
         record["data file"] = self.data_source
         write_atomic(f"{prefix}_repo.yaml", yaml.safe_dump(record, sort_keys=False))
 
+    def _sync(self, source: Path, target: Path) -> None:
+        """Copy the experiment's files from ``source`` to ``target`` (no-op without work dir)."""
+        if source == target or not source.is_dir():
+            return
+        target.mkdir(parents=True, exist_ok=True)
+        for path in source.iterdir():
+            if path.is_file() and not path.name.startswith("."):
+                copy_with_retries(path, target / path.name)
+
+    def _epoch_done(self, epoch: int, row: dict) -> None:
+        self._sync(self.directory, self.progress_directory)
+        if self.on_epoch_end is not None:
+            self.on_epoch_end(epoch, row)
+
     def execute(self) -> dict[str, Any]:
         """Run the experiment; return the trainer's summary (best epoch and metric ...)."""
+        if self.resume:
+            self._sync(self.progress_directory, self.directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(
             self.directory / f"{self.name}_log.txt", mode="a" if self.resume else "w",
@@ -213,7 +238,7 @@ class ExperimentCommander:
             trainer = NetworkTrainer(
                 self.model, self.generators["training"], self.generators["validation"],
                 self.training, self.directory, self.name, header=self.header,
-                progress=self.progress, on_epoch_end=self.on_epoch_end,
+                progress=self.progress, on_epoch_end=self._epoch_done,
             )  # fmt: skip
             summary = trainer.execute(resume=self.resume)
             logger.info("finished: best %s %s at epoch %s", self.training.metric,
@@ -226,3 +251,4 @@ class ExperimentCommander:
             root.removeHandler(handler)
             root.setLevel(previous_level)
             handler.close()
+            self._sync(self.directory, self.progress_directory)
