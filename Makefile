@@ -30,6 +30,7 @@ bench: venv
 	$(PY) benchmarks/sample_patches.py
 	$(PY) benchmarks/augment.py
 	$(PY) benchmarks/batches.py
+	$(PY) benchmarks/train_step.py
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache .ruff_cache .hypothesis

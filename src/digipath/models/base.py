@@ -41,7 +41,7 @@ from torch import nn
 
 from digipath.data.labels import IGNORE
 from digipath.errors import ModelError
-from digipath.models.losses import accuracy, loss_from_name, patch_errors
+from digipath.models.losses import accuracy, class_argmax, loss_from_name, patch_errors
 from digipath.models.reconstruction import ReconstructionInfo, reconstruction_info
 
 logger = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def class_indices(labels: ArrayLike, classes: int, spatial: bool | None = None) 
     tensor = torch.as_tensor(labels)
     one_hot = tensor.ndim in (2, 4) and tensor.shape[1] == classes and tensor.is_floating_point()
     if one_hot:
-        indices = tensor.argmax(dim=1)
+        indices = class_argmax(tensor)
         indices[tensor.sum(dim=1) == 0] = IGNORE
         return indices.long()
     return tensor.long()

@@ -459,6 +459,15 @@ def patch_errors(logits: Tensor, target: Tensor, weights: Tensor | None = None) 
 
 
 @torch.no_grad()
+def class_argmax(scores: torch.Tensor) -> torch.Tensor:
+    """The index of the largest score along the class axis 1 (ties: the first).
+
+    ``scores.max(dim=1).indices``, which on the CPU is an order of magnitude faster than
+    ``argmax(dim=1)`` for (N, K, H, W) tensors with few classes (torch 2.x).
+    """
+    return scores.max(dim=1).indices
+
+
 def accuracy(logits: Tensor, target: Tensor, weights: Tensor | None = None) -> Tensor:
     """Fraction of valid elements whose argmax prediction equals the target.
 
@@ -478,7 +487,7 @@ def accuracy(logits: Tensor, target: Tensor, weights: Tensor | None = None) -> T
         when nothing is valid.
     """
     z, y, valid, _ = _prepare(logits, target, weights)
-    correct = (z.argmax(dim=1) == y) & valid
+    correct = (class_argmax(z) == y) & valid
     count = valid.sum()
     if int(count) == 0:
         return torch.tensor(float("nan"), device=z.device)
@@ -531,7 +540,7 @@ def dice_scores(
                 f"logits shape {tuple(logits_or_labels.shape)} does not match target shape "
                 f"{tuple(target.shape)}"
             )
-        predicted = logits_or_labels.argmax(dim=1)
+        predicted = class_argmax(logits_or_labels)
     elif logits_or_labels.shape == target.shape:
         if logits_or_labels.is_floating_point():
             raise TypeError("predicted labels must be integers (pass logits with a class axis)")
