@@ -6,7 +6,8 @@ pyramidal TIFF in ``demo-output/``, checks a patch read back from the new file, 
 ``digipath info`` of both files. Then it rasterises two GeoJSON annotations into a label mask,
 builds its statistics and samples label-balanced patches at two spacings, augments them with the
 seed's augmentation pipeline and draws ``augmentation-preview.png``. Without the test data, it
-builds a synthetic tissue-like image instead.
+builds a synthetic tissue-like image instead. Last, it trains a small U-Net on generated
+H&E-like tiles with nuclei (``train_nuclei.py``) and prints its validation Dice.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from rich.progress import Progress
+from train_nuclei import main as train_nuclei  # examples/train_nuclei.py, beside this script
 
 from digipath.augment import load_augmentation
 from digipath.io import ImageReader, ImageWriter
@@ -89,6 +91,8 @@ def main() -> int:
     command = [sys.executable, "-m", "digipath", "info", str(source), str(target)]
     status = subprocess.call(command)
     sample_patches(target)
+    print("training a small U-Net on generated H&E-like tiles with nuclei:")
+    train_nuclei(OUTPUT / "training")
     return status
 
 
