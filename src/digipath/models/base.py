@@ -188,6 +188,7 @@ class ModelBase(ABC):
         self._loss = loss_from_name(loss, **self.loss_options)
         self._scaler: torch.amp.GradScaler | None = None
         self._reconstruction: dict[tuple[int, int], ReconstructionInfo] = {}
+        self._distributed = False
 
     # -- construction -------------------------------------------------------------------------
 
@@ -211,7 +212,33 @@ class ModelBase(ABC):
             self.optimizer = torch.optim.SGD(parameters, lr=rate, momentum=0.9, weight_decay=decay)
         self._scaler = torch.amp.GradScaler("cuda") if self.amp else None
         self._reconstruction.clear()
+        self._distributed = False
         return self
+
+    @property
+    def module(self) -> nn.Module:
+        """The network itself (unwrapped from ``DistributedDataParallel``)."""
+        network = self._require_built()
+        return getattr(network, "module", network) if self._distributed else network
+
+    def wrap_distributed(self) -> None:
+        """Wrap the network in ``DistributedDataParallel`` when a process group is running.
+
+        Training steps then average gradients over the ranks; evaluation, prediction, files and
+        reconstruction use the unwrapped :attr:`module`. No-op in a single process.
+        """
+        import torch.distributed as dist
+
+        network = self._require_built()
+        if self._distributed or not (dist.is_available() and dist.is_initialized()):
+            return
+        if dist.get_world_size() == 1:
+            return
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        self.network = DistributedDataParallel(network, device_ids=ids)
+        self._distributed = True
 
     def parameters(self) -> dict[str, Any]:
         """The constructor parameters, JSON-serialisable (what a model file stores)."""
@@ -267,7 +294,7 @@ class ModelBase(ABC):
 
     def reconstruction_info(self, input_shape: tuple[int, int]) -> ReconstructionInfo:
         """Output shape, lost border and downsampling for an input of ``(rows, cols)``."""
-        network = self._require_built()
+        network = self.module
         key = (int(input_shape[0]), int(input_shape[1]))
         if key not in self._reconstruction:
             self._reconstruction[key] = reconstruction_info(network, key, self.input_channels)
@@ -354,7 +381,7 @@ class ModelBase(ABC):
     @torch.no_grad()
     def validate(self, x: ArrayLike, y: ArrayLike, weights: ArrayLike | None = None) -> dict:
         """Evaluate a batch (no gradient); the same metrics as :meth:`update`."""
-        network = self._require_built()
+        network = self.module
         network.eval()
         inputs = self._inputs(x)
         with torch.autocast(self.device.type, enabled=self.amp):
@@ -367,7 +394,7 @@ class ModelBase(ABC):
     @torch.no_grad()
     def predict(self, x: ArrayLike) -> dict[str, np.ndarray]:
         """Class probabilities: ``{"predictions": (N, K) or (N, K, h, w) float32}``."""
-        network = self._require_built()
+        network = self.module
         network.eval()
         inputs = self._inputs(x)
         with torch.autocast(self.device.type, enabled=self.amp):

@@ -106,7 +106,7 @@ def save_model(model, path: str | os.PathLike[str], **header: Any) -> str:
     str
         The path written.
     """
-    network = model._require_built()
+    network = model.module
     tensors = {
         f"network.{name}": value.detach().cpu().contiguous()
         for name, value in network.state_dict().items()
@@ -287,7 +287,7 @@ def import_state_dict(
             if name.startswith(prefix):
                 name = name[len(prefix) :]
         cleaned[name] = value
-    network = model._require_built()
+    network = model.module
     try:
         network.load_state_dict(cleaned, strict=True)
     except RuntimeError as error:

@@ -35,6 +35,7 @@ from digipath.data.config import DataConfig
 from digipath.data.generator_config import batch_generators, load_parameters
 from digipath.errors import ConfigError
 from digipath.models.config import model_from_config
+from digipath.training.distributed import setup, shard
 from digipath.training.parameters import apply_overrides, training_parameters
 from digipath.training.progress import write_atomic
 from digipath.training.trainer import NetworkTrainer, Progress, copy_with_retries
@@ -143,23 +144,37 @@ class ExperimentCommander:
         if not self.name or os.sep in self.name:
             raise ConfigError("experiment name", f"expected a plain folder name, got {self.name!r}")
         self.progress_directory = Path(progress_dir) / self.name
-        self.directory = (
-            self.progress_directory if work_dir is None else Path(work_dir) / self.name
-        )
+        self.directory = self.progress_directory if work_dir is None else Path(work_dir) / self.name
         self.seed = int(time.time() * 1e7) % (2**63) if seed is None else int(seed)
         self.cpu_count = cpu_count
         self.resume = resume
         self.device = device
         self.progress = progress
         self.on_epoch_end = on_epoch_end
+        self.ranks = setup(device)
         self._validate()
+
+    def _rank_data(self) -> DataConfig:
+        """The data this rank samples: split by purpose (the same on every rank), then dealt."""
+        data = self.data
+        if data.distribution is None:
+            ratios = (self.parameters.get("data") or {}).get("purposes") or {
+                "training": 1.0, "validation": 1.0,
+            }  # fmt: skip
+            data = data.distribute(ratios, self.seed)
+        self.distributed_data = data  # all ranks' images, saved with the experiment
+        if not self.ranks.distributed:
+            return data
+        collection = {p: shard(c, self.ranks) for p, c in data.collection().items()}
+        return DataConfig(collection, data.distribution)
 
     def _validate(self) -> None:
         """Build everything that can be wrong, before any file is written."""
         self.training = training_parameters(self.parameters.get("training"), self.source)
+        self.data = self._rank_data()
         self.generators = batch_generators(
             self.parameters, self.data, ["training", "validation"], cpu_count=self.cpu_count,
-            seed=self.seed, source=self.source,
+            seed=self.seed + 7919 * self.ranks.rank, source=self.source,
         )  # fmt: skip
         for purpose, generator in self.generators.items():
             iterations = self.training.iterations[purpose]
@@ -196,7 +211,7 @@ class ExperimentCommander:
         write_atomic(f"{prefix}_parameters.yaml", yaml.safe_dump(given, sort_keys=False))
         overrides = self.overrides if isinstance(self.overrides, Mapping) else list(self.overrides)
         write_atomic(f"{prefix}_overrides.yaml", yaml.safe_dump(overrides, sort_keys=False))
-        self.data.save(f"{prefix}_data.yaml")
+        self.distributed_data.save(f"{prefix}_data.yaml")
         record = provenance_record(self.seed)
         record["parameter file"] = self.source
         record["data file"] = self.data_source
@@ -218,6 +233,12 @@ class ExperimentCommander:
 
     def execute(self) -> dict[str, Any]:
         """Run the experiment; return the trainer's summary (best epoch and metric ...)."""
+        self.model.wrap_distributed()
+        if not self.ranks.is_main:  # other ranks train and write nothing
+            return NetworkTrainer(
+                self.model, self.generators["training"], self.generators["validation"],
+                self.training, self.directory, self.name, header=self.header, ranks=self.ranks,
+            ).execute(resume=self.resume)  # fmt: skip
         if self.resume:
             self._sync(self.progress_directory, self.directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -232,13 +253,16 @@ class ExperimentCommander:
         if root.getEffectiveLevel() > logging.INFO:
             root.setLevel(logging.INFO)
         try:
-            logger.info("experiment %s in %s, seed %d", self.name, self.directory, self.seed)
+            ranks = f", {self.ranks.world_size} ranks" if self.ranks.distributed else ""
+            logger.info(
+                "experiment %s in %s, seed %d%s", self.name, self.directory, self.seed, ranks
+            )
             if not self.resume or not (self.directory / f"{self.name}_parameters.yaml").exists():
                 self._write_inputs()
             trainer = NetworkTrainer(
                 self.model, self.generators["training"], self.generators["validation"],
                 self.training, self.directory, self.name, header=self.header,
-                progress=self.progress, on_epoch_end=self._epoch_done,
+                progress=self.progress, on_epoch_end=self._epoch_done, ranks=self.ranks,
             )  # fmt: skip
             summary = trainer.execute(resume=self.resume)
             logger.info("finished: best %s %s at epoch %s", self.training.metric,

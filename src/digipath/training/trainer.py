@@ -44,6 +44,7 @@ from digipath.data.batch_generator import BatchGenerator
 from digipath.errors import ConfigError, ModelFileError
 from digipath.models.base import ModelBase
 from digipath.models.files import file_digest, load_model
+from digipath.training.distributed import Ranks, all_mean, barrier
 from digipath.training.parameters import TrainingParameters
 from digipath.training.progress import plot_rows, read_rows, write_json, write_rows
 
@@ -113,6 +114,9 @@ class NetworkTrainer:
     on_epoch_end
         Optional ``callback(epoch, row)`` after each epoch's files are written (tests use it
         to interrupt a run).
+    ranks
+        This process's rank (:mod:`digipath.training.distributed`); only rank 0 writes files,
+        and the epoch's metrics are averaged over the ranks.
     """
 
     def __init__(
@@ -127,6 +131,7 @@ class NetworkTrainer:
         header: dict[str, Any] | None = None,
         progress: Progress | None = None,
         on_epoch_end: Callable[[int, dict], None] | None = None,
+        ranks: Ranks | None = None,
     ) -> None:
         metric = parameters.metric_key
         if metric not in model.metric_names():
@@ -142,6 +147,9 @@ class NetworkTrainer:
         self.header = dict(header or {})
         self.progress = progress
         self.on_epoch_end = on_epoch_end
+        self.ranks = ranks or Ranks()
+        if not self.ranks.is_main:
+            self.progress = None
         self.spacing = next(iter(training.patch_shapes))  # the network's input spacing
 
     # -- files ---------------------------------------------------------------------------------
@@ -177,8 +185,7 @@ class NetworkTrainer:
                         f"{state.model_digest}: the file changed or its save was interrupted",
                     )
                 loaded = load_model(model_path, device=str(self.model.device))
-                network = self.model._require_built()
-                network.load_state_dict(loaded.network.state_dict())
+                self.model.module.load_state_dict(loaded.network.state_dict())
                 if self.model.optimizer is not None and loaded.optimizer is not None:
                     self.model.optimizer.load_state_dict(loaded.optimizer.state_dict())
             except (ModelFileError, OSError, ValueError, TypeError, KeyError) as error:
@@ -263,7 +270,8 @@ class NetworkTrainer:
         dict
             ``epochs_run``, ``best_epoch``, ``best_metric`` and the last CSV row.
         """
-        self.directory.mkdir(parents=True, exist_ok=True)
+        if self.ranks.is_main:
+            self.directory.mkdir(parents=True, exist_ok=True)
         parameters = self.parameters
         state = self._resume() if resume else None
         rows = read_rows(self.csv_path) if state is not None else []
@@ -291,7 +299,7 @@ class NetworkTrainer:
                 started_validation = time.perf_counter()
                 validation, validation_time, _ = self._phase("validation", epoch)
                 validation_wall = time.perf_counter() - started_validation
-                metrics = {**training, **validation}
+                metrics = all_mean({**training, **validation})
                 raw = metrics[parameters.metric]
                 state.raw_metric.append(raw)
                 window = state.raw_metric[-parameters.averaging_length :]
@@ -324,12 +332,14 @@ class NetworkTrainer:
                 state.epoch = epoch
                 state.learning_rate = self.model.learning_rate
                 state.random = _rng_states(list(self.generators.values()))
-                if plateau == 0:
-                    self._save("best", state)
-                self._save("last", state)
                 rows.append(row)
-                write_rows(self.csv_path, rows)
-                plot_rows(self.path("progress.png"), rows, parameters.metric)
+                if self.ranks.is_main:
+                    if plateau == 0:
+                        self._save("best", state)
+                    self._save("last", state)
+                    write_rows(self.csv_path, rows)
+                    plot_rows(self.path("progress.png"), rows, parameters.metric)
+                barrier()  # the files exist for every rank before the next epoch
                 epochs_run += 1
                 logger.info(
                     "epoch %d/%d: %s", epoch + 1, parameters.epochs,
