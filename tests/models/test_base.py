@@ -198,3 +198,25 @@ def test_model_sections_are_validated():
         model_from_config({"type": "unet", "depth": 4, "padding": "valid"}, classes=2,
                           input_channels=3, input_shape=(40, 40))  # fmt: skip
     assert caught.value.key == "data.images.patch shapes"
+
+
+def test_naturenet_reconstruction_has_its_stride_and_border():
+    model = model_class("naturenet")(classes=2, input_shape=(46, 46), depth=3,
+                                      branching_factor=2, input_size=46).build()  # fmt: skip
+    info = model.reconstruction_info((46 + 8 * 4, 46 + 8 * 4))
+    assert info.downsampling == (8.0, 8.0) and info.output_shape == (5, 5)
+    top, bottom, left, right = info.lost
+    assert top + bottom == left + right == 78 - 5 * 8  # input minus output x stride
+    assert 0 <= bottom - top <= 1 and 0 <= right - left <= 1  # split evenly, odd pixel last
+    x, _ = batch(3, shape=(46, 46))
+    assert model.update(x, np.array([0, 1, 1]))["errors"].shape == (3,)
+
+
+def test_channels_last_trains_like_the_default():
+    x, labels = batch(2)
+    results = []
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        model = unet(channels_last=channels_last)
+        results.append([model.update(x, labels)["loss"] for _ in range(3)])
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-4)
