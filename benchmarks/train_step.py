@@ -148,7 +148,9 @@ def run_plain(train, validation, seed: int) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer batches and repeats")
-    parser.add_argument("--batches", type=int, help="training batches per epoch (default 60)")
+    parser.add_argument(
+        "--batches", type=int, help="training batches per epoch (default 60, 30 with --quick)"
+    )
     parser.add_argument("--repeats", type=int, help="repeats, medians taken (default 5)")
     args = parser.parse_args(argv)
     import cv2
@@ -156,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    count = args.batches or (20 if args.quick else 60)
+    count = args.batches or (30 if args.quick else 60)
     repeats = args.repeats or (3 if args.quick else 5)
     train = make_batches(count, seed=0)
     validation = make_batches(max(2, count // 10), seed=1)
