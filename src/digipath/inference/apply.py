@@ -1,0 +1,427 @@
+"""Apply a network to a whole slide: tiled, stitched, mask-restricted, resumable.
+
+:func:`apply_network` walks the slide in rows of output blocks (:mod:`digipath.inference.geometry`):
+
+1. the mask of the block row is read once; blocks whose mask is empty are skipped (their image
+   tile is never read, no forward pass runs) and output 0;
+2. the image tiles of the next block row are read by background threads while the network runs
+   on the current one, in batches, under ``torch.inference_mode``;
+3. the block outputs (class probabilities, upsampled when the network downsamples) are blended
+   into a row accumulator (weights 1 without overlap) and each finished strip of output rows is
+   turned into hard labels (``argmax + 1``, 0 outside the mask) or soft probabilities
+   (float32, or uint8 with ``quantize``) and saved by a background thread as a partial result;
+4. when every strip is done, the strips stream into a pyramidal TIFF at the processing spacing
+   (:class:`~digipath.io.ImageWriter`, written under a temporary name and renamed).
+
+Memory holds two rows of tiles and one accumulator row, whatever the slide size. An
+interrupted run leaves its strips in ``.<output name>.partial/``; running again with the same
+settings computes only the missing strips. A finished output is never rewritten unless
+``overwrite``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from digipath.errors import ModelError
+from digipath.inference.geometry import TileGeometry, tile_geometry
+from digipath.io import ImageReader, ImageWriter
+
+logger = logging.getLogger(__name__)
+
+PADDINGS = ("constant", "reflect")
+WRITER_TILE = 512
+
+
+@dataclass
+class ApplyResult:
+    """What :func:`apply_network` did for one slide."""
+
+    output: str
+    shape: tuple[int, int]
+    spacing: float
+    tiles: int = 0
+    computed: int = 0
+    skipped: int = 0
+    strips_reused: int = 0
+    seconds: float = 0.0
+    existed: bool = False
+
+
+def _normalizer(model, normalizer):
+    if normalizer is not None:
+        return normalizer
+    from digipath.data.normalization import RgbToZeroOne, normalizer_from_config
+
+    section = (getattr(model, "header", None) or {}).get("normalization")
+    if section:
+        configured = normalizer_from_config(section)
+        if configured is not None:
+            return configured
+    return RgbToZeroOne()
+
+
+def _dihedral(batch: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    out = torch.rot90(batch, k, dims=(2, 3))
+    return torch.flip(out, dims=(3,)) if flip else out
+
+
+def _undo_dihedral(batch: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    out = torch.flip(batch, dims=(3,)) if flip else batch
+    return torch.rot90(out, -k, dims=(2, 3))
+
+
+class _Strips:
+    """The partial results of one output: one ``.npy`` file per finished strip."""
+
+    def __init__(self, output: Path, signature: dict) -> None:
+        self.folder = output.parent / f".{output.name}.partial"
+        text = json.dumps(signature, sort_keys=True)
+        self.digest = hashlib.sha256(text.encode()).hexdigest()
+        meta = self.folder / "signature.json"
+        if self.folder.exists():
+            saved = meta.read_text(encoding="utf-8") if meta.exists() else ""
+            if saved != text:
+                logger.info("%s: settings changed, discarding partial results", output)
+                shutil.rmtree(self.folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if not meta.exists():
+            meta.write_text(text, encoding="utf-8")
+
+    def path(self, index: int) -> Path:
+        return self.folder / f"strip_{index:06d}.npy"
+
+    def done(self, index: int) -> bool:
+        return self.path(index).exists()
+
+    def save(self, index: int, array: np.ndarray) -> None:
+        target = self.path(index)
+        temporary = target.with_name(f".{target.name}.tmp")
+        with open(temporary, "wb") as handle:
+            np.save(handle, array)
+        os.replace(temporary, target)
+
+    def load(self, index: int) -> np.ndarray:
+        return np.load(self.path(index))
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _mask_reader(mask, spacing: float, tolerance: float):
+    reader = mask if isinstance(mask, ImageReader) else ImageReader(mask)
+    spacings = [s for s in reader.spacings if s is not None]
+    if not spacings:
+        raise ModelError(f"{reader.path}: the mask states no pixel spacing")
+    coarser_or_equal = [s for s in spacings if s >= spacing * (1 - tolerance)]
+    mask_spacing = min(coarser_or_equal) if coarser_or_equal else spacing
+    return reader, reader.refine(mask_spacing, tolerance)
+
+
+def apply_network(
+    model,
+    image: str | os.PathLike[str] | ImageReader,
+    output: str | os.PathLike[str],
+    *,
+    spacing: float,
+    mask: str | os.PathLike[str] | ImageReader | None = None,
+    tile_size: int = 1024,
+    batch_size: int = 4,
+    output_class: int | None = None,
+    soft: bool = False,
+    quantize: bool = False,
+    normalizer: Callable[[np.ndarray], np.ndarray] | None = None,
+    channels: Sequence[int] | None = None,
+    padding: str = "constant",
+    fill: float = 255,
+    overlap: int = 0,
+    blending: str = "linear",
+    augment: bool = False,
+    tolerance: float = 0.25,
+    overwrite: bool = False,
+    read_threads: int = 2,
+    progress: Callable[[int, int], None] | None = None,
+) -> ApplyResult:
+    """Apply ``model`` to a slide and write the result as a pyramidal TIFF.
+
+    Parameters
+    ----------
+    model
+        A built :class:`~digipath.models.base.ModelBase` (e.g. from
+        :func:`~digipath.models.load_model`).
+    image
+        The slide (path or reader).
+    output
+        The output TIFF.
+    spacing
+        Processing spacing in µm/px (the level read; the output has this spacing).
+    mask
+        Optional tissue mask: tiles whose mask region is 0 are skipped and output 0.
+    tile_size
+        Input tile side in pixels.
+    batch_size
+        Tiles per forward pass.
+    output_class
+        Keep only this class's probability (soft output), or ``None`` for all.
+    soft, quantize
+        Probabilities instead of labels; as uint8 0-255 instead of float32.
+    normalizer
+        Applied to the uint8 tiles (default: the model file's, else ``x / 255``).
+    channels
+        Input channels to use (default: all).
+    padding, fill
+        Outside the image: ``"constant"`` ``fill`` (white) or ``"reflect"``.
+    overlap, blending
+        Overlap in pixels between the outputs of same-padded networks, blended with a
+        ``"linear"`` or ``"gaussian"`` window.
+    augment
+        Test-time augmentation: the mean over the 8 flips and quarter turns.
+    tolerance
+        Relative spacing tolerance.
+    overwrite
+        Recompute and rewrite an existing output.
+    read_threads
+        Threads reading tiles ahead of the network.
+    progress
+        ``callback(done, total)`` per tile.
+    """
+    started = time.perf_counter()
+    output = Path(output)
+    reader = image if isinstance(image, ImageReader) else ImageReader(image)
+    actual = reader.refine(spacing, tolerance)
+    rows, cols = reader.shape(spacing, tolerance)
+    result = ApplyResult(str(output), (rows, cols), actual)
+    if output.exists() and not overwrite:
+        result.existed = True
+        logger.info("%s exists: not recomputed (use overwrite)", output)
+        return result
+    if padding not in PADDINGS:
+        raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+    geometry = tile_geometry(model.reconstruction_info((tile_size, tile_size)), overlap)
+    normalise = _normalizer(model, normalizer)
+    classes = model.classes
+    if output_class is not None and not 0 <= output_class < classes:
+        raise ValueError(f"output_class must be in 0..{classes - 1}, got {output_class}")
+    masks = _mask_reader(mask, actual, tolerance) if mask is not None else None
+    signature = {
+        "image": os.path.abspath(reader.path), "spacing": actual, "tile": tile_size,
+        "overlap": overlap, "blending": blending, "soft": soft, "quantize": quantize,
+        "output_class": output_class, "augment": augment, "padding": padding, "fill": fill,
+        "mask": None if masks is None else os.path.abspath(masks[0].path),
+        "model": model.type, "parameters": model.parameters(),
+        "weights": hashlib.sha256(
+            b"".join(p.detach().cpu().numpy().tobytes() for p in model.module.parameters())
+        ).hexdigest(),
+    }  # fmt: skip
+    strips = _Strips(output, signature)
+    block_rows, block_cols = geometry.blocks(rows), geometry.blocks(cols)
+    result.tiles = block_rows * block_cols
+    window = geometry.window(blending)
+    width = (block_cols - 1) * geometry.stride + geometry.extent
+    depth = classes
+    saver = ThreadPoolExecutor(1, thread_name_prefix="digipath-strips")
+    readers = ThreadPoolExecutor(max(1, read_threads), thread_name_prefix="digipath-tiles")
+    pending_save: list[Future] = []
+    done_tiles = 0
+    try:
+        first = next((k for k in range(block_rows) if not strips.done(k)), block_rows)
+        result.strips_reused = first
+        start_row = max(0, first - 1) if geometry.overlap else first
+        accumulator = np.zeros((depth, geometry.extent, width), np.float32)
+        weights = np.zeros((geometry.extent, width), np.float32)
+
+        def row_mask(k: int) -> np.ndarray | None:
+            if masks is None:
+                return None
+            return _read_mask(masks, k * geometry.stride, geometry.extent, width, actual)
+
+        def read_tiles(k: int, mask_rows: np.ndarray | None) -> list[Future | None]:
+            futures: list[Future | None] = []
+            for c in range(block_cols):
+                if mask_rows is not None and not _block_has_tissue(mask_rows, c, geometry):
+                    futures.append(None)
+                    continue
+                top = k * geometry.stride - geometry.offset[0]
+                left = c * geometry.stride - geometry.offset[1]
+                futures.append(readers.submit(
+                    _read_tile, reader, actual, top, left, geometry.tile, padding, fill,
+                    tolerance, channels,
+                ))  # fmt: skip
+            return futures
+
+        next_mask = row_mask(start_row) if start_row < block_rows else None
+        next_tiles = read_tiles(start_row, next_mask) if start_row < block_rows else []
+        for k in range(start_row, block_rows):
+            mask_rows, tiles = next_mask, next_tiles
+            if k + 1 < block_rows:
+                next_mask = row_mask(k + 1)
+                next_tiles = read_tiles(k + 1, next_mask)
+            wanted = [c for c, future in enumerate(tiles) if future is not None]
+            for begin in range(0, len(wanted), batch_size):
+                group = wanted[begin : begin + batch_size]
+                batch = np.stack([tiles[c].result() for c in group])
+                probabilities = _forward(model, batch, normalise, geometry, augment)
+                for c, block in zip(group, probabilities, strict=True):
+                    left = c * geometry.stride
+                    accumulator[:, :, left : left + geometry.extent] += block * window
+                    weights[:, left : left + geometry.extent] += window
+                result.computed += len(group)
+            result.skipped += block_cols - len(wanted)
+            done_tiles += block_cols
+            if progress is not None:
+                progress(done_tiles, result.tiles)
+            remaining = rows - k * geometry.stride  # the last strip takes its block's rest
+            strip_rows = remaining if k == block_rows - 1 else min(geometry.stride, remaining)
+            if not strips.done(k):
+                strip = _finish_strip(
+                    accumulator[:, :strip_rows, :cols], weights[:strip_rows, :cols],
+                    None if mask_rows is None else mask_rows[:strip_rows, :cols],
+                    soft, quantize, output_class,
+                )  # fmt: skip
+                pending_save.append(saver.submit(strips.save, k, strip))
+            accumulator = np.roll(accumulator, -geometry.stride, axis=1)
+            weights = np.roll(weights, -geometry.stride, axis=0)
+            accumulator[:, -geometry.stride :] = 0
+            weights[-geometry.stride :] = 0
+        for future in pending_save:
+            future.result()
+    finally:
+        readers.shutdown(wait=True, cancel_futures=True)
+        saver.shutdown(wait=True)
+    channels_out = 1 if (not soft or output_class is not None) else classes
+    dtype = np.float32 if soft and not quantize else np.uint8
+    _assemble(output, strips, block_rows, (rows, cols), channels_out, dtype, actual, soft)
+    strips.remove()
+    result.seconds = time.perf_counter() - started
+    logger.info("%s: %d tiles (%d computed, %d skipped) in %.1f s", output, result.tiles,
+                result.computed, result.skipped, result.seconds)  # fmt: skip
+    return result
+
+
+def _read_mask(masks, top: int, height: int, width: int, spacing: float) -> np.ndarray:
+    """The mask over output rows ``[top, top + height)`` and ``width`` columns, > 0 as bool."""
+    reader, mask_spacing = masks
+    scale = spacing / mask_spacing  # mask pixels per output pixel (<= 1 for coarser masks)
+    m_top, m_left = int(np.floor(top * scale)), 0
+    m_height = max(1, int(np.ceil((top + height) * scale)) - m_top)
+    m_width = max(1, int(np.ceil(width * scale)))
+    region = reader.read(mask_spacing, m_top, m_left, m_height, m_width, fill=0,
+                         interpolation="nearest")[..., 0]  # fmt: skip
+    if region.shape != (height, width):
+        # nearest: output pixel i takes mask pixel floor((top + i) * scale) - m_top
+        rows_index = np.clip(np.floor((top + np.arange(height) + 0.5) * scale).astype(int) - m_top,
+                             0, region.shape[0] - 1)  # fmt: skip
+        cols_index = np.clip(np.floor((np.arange(width) + 0.5) * scale).astype(int), 0,
+                             region.shape[1] - 1)  # fmt: skip
+        region = region[rows_index[:, None], cols_index[None, :]]
+    return region > 0
+
+
+def _block_has_tissue(mask_rows: np.ndarray, c: int, geometry: TileGeometry) -> bool:
+    left = c * geometry.stride
+    return bool(mask_rows[:, left : left + geometry.extent].any())
+
+
+def _read_tile(reader, spacing, top, left, size, padding, fill, tolerance, channels):
+    if padding == "constant":
+        tile = reader.read(spacing, top, left, size, size, fill=fill, tolerance=tolerance)
+    else:
+        rows, cols = reader.shape(spacing, tolerance)
+        r0, c0 = max(0, top), max(0, left)
+        r1, c1 = min(rows, top + size), min(cols, left + size)
+        inner = reader.read(spacing, r0, c0, max(1, r1 - r0), max(1, c1 - c0), tolerance=tolerance)
+        pads = ((r0 - top, top + size - r1), (c0 - left, left + size - c1), (0, 0))
+        tile = np.pad(inner, pads, mode="reflect" if min(inner.shape[:2]) > 1 else "edge")
+        tile = tile[:size, :size]
+    if channels is not None:
+        tile = tile[..., list(channels)]
+    return np.ascontiguousarray(tile)
+
+
+@torch.inference_mode()
+def _forward(model, batch: np.ndarray, normalise, geometry: TileGeometry, augment: bool):
+    """(N, K, extent, extent) float32 probabilities of (N, H, W, C) uint8 tiles."""
+    network = model.module
+    network.eval()
+    x = torch.from_numpy(np.ascontiguousarray(normalise(batch).transpose(0, 3, 1, 2)))
+    x = x.to(model.device, dtype=torch.float32)
+    if model.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    transforms = [(k, f) for f in (False, True) for k in range(4)] if augment else [(0, False)]
+    total = None
+    for k, flip in transforms:
+        with torch.autocast(model.device.type, enabled=model.amp):
+            logits = network(_dihedral(x, k, flip) if (k or flip) else x)
+        probabilities = torch.softmax(logits.float(), dim=1)
+        probabilities = _undo_dihedral(probabilities, k, flip) if (k or flip) else probabilities
+        total = probabilities if total is None else total + probabilities
+    probabilities = (total / len(transforms)).cpu().numpy()
+    if geometry.downsampling != 1.0:
+        size = (geometry.extent, geometry.extent)
+        probabilities = np.stack([
+            np.stack([cv2.resize(plane, size, interpolation=cv2.INTER_LINEAR) for plane in p])
+            for p in probabilities
+        ])  # fmt: skip
+    return probabilities
+
+
+def _finish_strip(accumulated, weights, mask, soft, quantize, output_class) -> np.ndarray:
+    """Blend, then labels (argmax + 1, 0 outside the mask) or probabilities."""
+    covered = weights > 0
+    probabilities = np.divide(accumulated, np.maximum(weights, 1e-12)[None])
+    if soft:
+        values = (
+            probabilities
+            if output_class is None
+            else probabilities[output_class : output_class + 1]
+        )
+        if mask is not None:
+            values = values * mask[None]
+        values = np.moveaxis(values, 0, -1)
+        if quantize:
+            return np.clip(np.rint(values * 255), 0, 255).astype(np.uint8)
+        return values.astype(np.float32)
+    labels = (probabilities.argmax(axis=0) + 1).astype(np.uint8)
+    labels[~covered] = 0
+    if mask is not None:
+        labels[~mask] = 0
+    return labels
+
+
+def _assemble(output, strips, count, shape, channels, dtype, spacing, soft) -> None:
+    """Stream the strips into a pyramidal TIFF, one band of writer tiles at a time."""
+    rows, cols = shape
+    interpolation = "mean" if soft else "nearest"
+    with ImageWriter(output, (rows, cols), spacing=spacing, dtype=dtype, channels=channels,
+                     compression="lzw", interpolation=interpolation,
+                     tile_size=WRITER_TILE) as writer:  # fmt: skip
+        band: list[np.ndarray] = []
+        held = 0
+        written = 0
+        for index in range(count):
+            strip = strips.load(index)
+            if strip.ndim == 2:
+                strip = strip[:, :, None]
+            band.append(strip)
+            held += strip.shape[0]
+            while held >= WRITER_TILE or (index == count - 1 and held > 0):
+                block = np.concatenate(band) if len(band) > 1 else band[0]
+                take = min(WRITER_TILE, block.shape[0])
+                for col in range(0, cols, WRITER_TILE):
+                    writer.write(block[:take, col : col + WRITER_TILE], written, col)
+                written += take
+                rest = block[take:]
+                band, held = ([rest] if len(rest) else []), len(rest)
