@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from digipath.cli import annotations, augment, data, info, train
+from digipath.cli import annotations, apply, augment, data, info, train
 
 app = typer.Typer(
     name="digipath",
@@ -27,6 +27,7 @@ app.command(name="augment-preview")(augment.augment_preview)
 app.command(name="train")(train.train)
 app.command(name="summarize-logs")(train.summarize_logs)
 app.command(name="update-network")(train.update_network)
+app.command(name="apply")(apply.apply)
 
 
 @app.callback()

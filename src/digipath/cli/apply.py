@@ -1,0 +1,153 @@
+"""The ``apply`` command: a network over every slide of a file, folder, pattern or data config."""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from digipath.errors import DigipathError
+
+console = Console(stderr=True)
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".scn", ".bif", ".vms", ".svslide")
+
+
+def find_slides(
+    source: str, purposes: list[str] | None = None, categories: list[str] | None = None
+) -> list[tuple[Path, Path | None]]:
+    """``(image, mask or None)`` pairs of a file, folder, glob pattern or data config."""
+    path = Path(source)
+    if path.suffix.lower() in (".yaml", ".yml", ".json") and path.is_file():
+        from digipath.data.config import DataConfig
+
+        config = DataConfig.load(path)
+        pairs = []
+        for purpose, by_category in config.collection().items():
+            if purposes and purpose not in purposes:
+                continue
+            for category, items in by_category.items():
+                if categories and category not in categories:
+                    continue
+                pairs.extend((Path(item.image), Path(item.mask) if item.mask else None)
+                             for item in items)  # fmt: skip
+        return pairs
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    elif path.is_file():
+        files = [path]
+    else:
+        files = sorted(Path(p) for p in glob.glob(source) if Path(p).is_file())
+    return [(file, None) for file in files]
+
+
+def _format(template: str, image: Path, mask: Path | None, model: Path) -> Path:
+    try:
+        return Path(template.format(image=image.stem, mask=mask.stem if mask else "",
+                                    model=model.stem))  # fmt: skip
+    except (KeyError, IndexError, ValueError) as error:
+        raise typer.BadParameter(
+            f"{template!r}: the templates know {{image}}, {{mask}} and {{model}} ({error})"
+        ) from None
+
+
+def apply(
+    source: Annotated[str, typer.Argument(help="Slide, folder, glob pattern or data config.")],
+    model: Annotated[Path, typer.Option("--model", "-n", help="Model file (.safetensors).")],
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="Output path template: {image}, {mask}, {model}.")
+    ],
+    spacing: Annotated[float, typer.Option("--spacing", "-l", help="Processing spacing in µm/px.")],
+    mask: Annotated[
+        str | None, typer.Option("--mask", "-m", help="Mask file or template with {image}.")
+    ] = None,
+    tile_size: Annotated[int, typer.Option("--tile-size", "-p", min=16)] = 1024,
+    batch_size: Annotated[int, typer.Option(min=1, help="Tiles per forward pass.")] = 4,
+    output_class: Annotated[
+        int | None, typer.Option("--output-class", "-c", help="Keep this class (soft).")
+    ] = None,
+    soft: Annotated[bool, typer.Option("--soft", "-s", help="Probabilities, not labels.")] = False,
+    quantize: Annotated[
+        bool, typer.Option("--quantize", "-q", help="Soft output as uint8.")
+    ] = False,
+    channels: Annotated[
+        str | None, typer.Option(help="Input channels, e.g. '0,1,2' (default: all).")
+    ] = None,
+    padding: Annotated[str, typer.Option(help="Outside the image: constant or reflect.")] = (
+        "constant"
+    ),
+    fill: Annotated[float, typer.Option(help="Constant padding value.")] = 255,
+    overlap: Annotated[int, typer.Option(min=0, help="Overlap (same-padded nets).")] = 0,
+    blending: Annotated[str, typer.Option(help="linear or gaussian.")] = "linear",
+    augment: Annotated[
+        bool, typer.Option("--augment", help="Test-time augmentation (8 flips/rotations).")
+    ] = False,
+    tolerance: Annotated[float, typer.Option(help="Relative spacing tolerance.")] = 0.25,
+    purposes: Annotated[
+        list[str] | None, typer.Option("--purpose", help="Data config purposes to apply to.")
+    ] = None,
+    categories: Annotated[
+        list[str] | None, typer.Option("--category", help="Data config categories.")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, auto.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Recompute existing outputs.")] = False,
+) -> None:
+    """Apply a network to whole slides; the exit code is the number of failed slides.
+
+    One failing slide never stops the others; an interrupted slide resumes where it stopped.
+    """
+    from digipath.inference import apply_network
+    from digipath.models import load_model
+
+    try:
+        network = load_model(model, device=device, optimizer=False)
+    except DigipathError as error:
+        console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1) from None
+    slides = find_slides(source, purposes, categories)
+    if not slides:
+        console.print(f"[red]error:[/red] no slides found in {source!r}", highlight=False)
+        raise typer.Exit(code=1)
+    selected = None if channels is None else [int(c) for c in channels.split(",") if c.strip()]
+    results: list[tuple[str, str, str]] = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console) as progress:  # fmt: skip
+        for image, listed_mask in slides:
+            mask_path = listed_mask
+            if mask is not None:
+                mask_path = _format(mask, image, None, model) if "{" in mask else Path(mask)
+                if not mask_path.exists():
+                    results.append((image.name, "skipped", f"no mask {mask_path}"))
+                    continue
+            target = _format(output, image, mask_path, model)
+            task = progress.add_task(image.name, total=None)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                result = apply_network(
+                    network, image, target, spacing=spacing, mask=mask_path, tile_size=tile_size,
+                    batch_size=batch_size, output_class=output_class, soft=soft,
+                    quantize=quantize, channels=selected, padding=padding, fill=fill,
+                    overlap=overlap, blending=blending, augment=augment, tolerance=tolerance,
+                    overwrite=overwrite,
+                    progress=lambda done, total, t=task: progress.update(t, completed=done,
+                                                                         total=total),
+                )  # fmt: skip
+                state = "exists" if result.existed else "done"
+                detail = f"{result.computed} tiles computed, {result.skipped} skipped"
+                results.append((image.name, state, f"{target} ({detail})"))
+            except (DigipathError, OSError, ValueError, RuntimeError) as error:
+                results.append((image.name, "failed", str(error)))
+            finally:
+                progress.remove_task(task)
+    table = Table("slide", "result", "detail")
+    for name, state, detail in results:
+        colour = {"failed": "red", "skipped": "yellow"}.get(state, "green")
+        table.add_row(name, f"[{colour}]{state}[/{colour}]", detail)
+    Console(stderr=True, width=max(120, console.width)).print(table)
+    failures = sum(state == "failed" for _, state, _ in results)
+    raise typer.Exit(code=min(failures, 255))

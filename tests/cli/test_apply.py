@@ -1,0 +1,45 @@
+"""The apply command: a folder of slides with one corrupt file."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from typer.testing import CliRunner
+
+from digipath.cli.main import app
+from digipath.io import ImageReader, ImageWriter
+from digipath.models import model_class
+
+runner = CliRunner()
+
+
+def slide(path, seed: int) -> None:
+    image = np.random.default_rng(seed).integers(0, 255, (300, 260, 3), dtype=np.uint8)
+    with ImageWriter(path, image.shape[:2], spacing=0.5, compression="lzw") as writer:
+        writer.fill(image)
+
+
+def test_a_folder_with_a_corrupt_slide_finishes_the_others_and_exits_1(tmp_path):
+    torch.manual_seed(0)
+    model = model_class("unet")(classes=2, depth=2, branching_factor=2, padding="same").build()
+    model_path = model.save(tmp_path / "net.safetensors")
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    slide(slides / "a.tif", 1)
+    slide(slides / "b.tif", 2)
+    (slides / "broken.tif").write_bytes(b"II*\x00" + b"\x00" * 100)
+    out = tmp_path / "out"
+    template = str(out / "{image}_{model}.tif")
+    arguments = ["apply", str(slides), "-n", str(model_path), "-o", template, "-l", "0.5",
+                 "--tile-size", "128"]  # fmt: skip
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 1, result.output
+    assert "broken.tif" in result.output and "failed" in result.output
+    for name in ("a", "b"):
+        with ImageReader(out / f"{name}_net.tif") as reader:
+            assert reader.shapes[0] == (300, 260)
+    again = runner.invoke(app, arguments)  # finished outputs are kept, the broken one fails again
+    assert again.exit_code == 1 and "exists" in again.output
+    missing = runner.invoke(app, ["apply", str(tmp_path / "none*.tif"), "-n", str(model_path),
+                                  "-o", str(out / "x.tif"), "-l", "0.5"])  # fmt: skip
+    assert missing.exit_code == 1 and "no slides found" in missing.output
