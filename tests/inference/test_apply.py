@@ -123,11 +123,12 @@ def test_tiles_outside_the_mask_are_never_read(tmp_path, monkeypatch):
     assert np.all(labels[:200, :200] > 0)
 
 
-def test_an_interrupted_run_resumes_and_equals_an_uninterrupted_one(tmp_path):
+@pytest.mark.parametrize(("overlap", "soft"), [(16, True), (0, False)])
+def test_an_interrupted_run_resumes_and_equals_an_uninterrupted_one(tmp_path, overlap, soft):
     image = smooth_image(700, seed=4)
     slide = write(tmp_path / "slide.tif", image)
     model = unet("same", seed=2)
-    options = dict(spacing=SPACING, tile_size=128, soft=True, quantize=True, overlap=16)
+    options = dict(spacing=SPACING, tile_size=128, soft=soft, quantize=True, overlap=overlap)
     apply_network(model, slide, tmp_path / "whole.tif", **options)
 
     def stop(done, total):

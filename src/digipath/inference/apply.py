@@ -27,6 +27,7 @@ import logging
 import os
 import shutil
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -231,79 +232,142 @@ def apply_network(
     result.tiles = block_rows * block_cols
     window = geometry.window(blending)
     width = (block_cols - 1) * geometry.stride + geometry.extent
-    depth = classes
+    channels_out = 1 if (not soft or output_class is not None) else classes
+    dtype = np.float32 if soft and not quantize else np.uint8
+    first = next((k for k in range(block_rows) if not strips.done(k)), block_rows)
+    result.strips_reused = first
+    start_row = max(0, first - 1) if geometry.overlap else first
+    sink = _Sink(output, strips, (rows, cols), channels_out, dtype, actual, soft)
     saver = ThreadPoolExecutor(1, thread_name_prefix="digipath-strips")
     readers = ThreadPoolExecutor(max(1, read_threads), thread_name_prefix="digipath-tiles")
-    pending_save: list[Future] = []
-    done_tiles = 0
-    try:
-        first = next((k for k in range(block_rows) if not strips.done(k)), block_rows)
-        result.strips_reused = first
-        start_row = max(0, first - 1) if geometry.overlap else first
-        accumulator = np.zeros((depth, geometry.extent, width), np.float32)
-        weights = np.zeros((geometry.extent, width), np.float32)
+    saved: list[Future] = []
+    mask_rows: dict[int, np.ndarray | None] = {}
 
-        def row_mask(k: int) -> np.ndarray | None:
-            if masks is None:
-                return None
-            return _read_mask(masks, k * geometry.stride, geometry.extent, width, actual)
+    def mask_of(k: int) -> np.ndarray | None:
+        if k not in mask_rows:
+            mask_rows[k] = (
+                None if masks is None
+                else _read_mask(masks, k * geometry.stride, geometry.extent, width, actual)
+            )  # fmt: skip
+        return mask_rows[k]
 
-        def read_tiles(k: int, mask_rows: np.ndarray | None) -> list[Future | None]:
-            futures: list[Future | None] = []
-            for c in range(block_cols):
-                if mask_rows is not None and not _block_has_tissue(mask_rows, c, geometry):
-                    futures.append(None)
+    def scheduled():
+        """(row, col, tile or None) in raster order, a bounded number of reads ahead."""
+        positions = ((k, c) for k in range(start_row, block_rows) for c in range(block_cols))
+        queue: deque = deque()
+        ahead = max(2 * batch_size, 2 * read_threads)
+        reading = 0
+
+        def top_up() -> None:
+            nonlocal reading
+            while reading < ahead:
+                position = next(positions, None)
+                if position is None:
+                    return
+                k, c = position
+                mask = mask_of(k)
+                if mask is not None and not _block_has_tissue(mask, c, geometry):
+                    queue.append((k, c, None))
                     continue
                 top = k * geometry.stride - geometry.offset[0]
                 left = c * geometry.stride - geometry.offset[1]
-                futures.append(readers.submit(
+                queue.append((k, c, readers.submit(
                     _read_tile, reader, actual, top, left, geometry.tile, padding, fill,
                     tolerance, channels,
-                ))  # fmt: skip
-            return futures
+                )))  # fmt: skip
+                reading += 1
 
-        next_mask = row_mask(start_row) if start_row < block_rows else None
-        next_tiles = read_tiles(start_row, next_mask) if start_row < block_rows else []
-        for k in range(start_row, block_rows):
-            mask_rows, tiles = next_mask, next_tiles
-            if k + 1 < block_rows:
-                next_mask = row_mask(k + 1)
-                next_tiles = read_tiles(k + 1, next_mask)
-            wanted = [c for c, future in enumerate(tiles) if future is not None]
-            for begin in range(0, len(wanted), batch_size):
-                group = wanted[begin : begin + batch_size]
-                batch = np.stack([tiles[c].result() for c in group])
-                probabilities = _forward(model, batch, normalise, geometry, augment)
-                for c, block in zip(group, probabilities, strict=True):
-                    left = c * geometry.stride
-                    accumulator[:, :, left : left + geometry.extent] += block * window
-                    weights[:, left : left + geometry.extent] += window
-                result.computed += len(group)
-            result.skipped += block_cols - len(wanted)
-            done_tiles += block_cols
-            if progress is not None:
-                progress(done_tiles, result.tiles)
-            remaining = rows - k * geometry.stride  # the last strip takes its block's rest
-            strip_rows = remaining if k == block_rows - 1 else min(geometry.stride, remaining)
-            if not strips.done(k):
-                strip = _finish_strip(
-                    accumulator[:, :strip_rows, :cols], weights[:strip_rows, :cols],
-                    None if mask_rows is None else mask_rows[:strip_rows, :cols],
-                    soft, quantize, output_class,
+        top_up()
+        while queue:
+            k, c, future = queue.popleft()
+            if future is not None:
+                reading -= 1
+                tile = future.result()
+            else:
+                tile = None
+            top_up()
+            yield k, c, tile
+
+    if geometry.overlap:
+        accumulator = np.zeros((classes, geometry.extent, width), np.float32)
+        weights = np.zeros((geometry.extent, width), np.float32)
+    else:  # blocks are final at once: keep only the output strip, in the output dtype
+        strip_shape = (geometry.extent, width) + ((channels_out,) if soft else ())
+        direct = np.zeros(strip_shape, dtype)
+
+    def place(k: int, group: list[tuple[int, np.ndarray]]) -> None:
+        probabilities = _forward(model, np.stack([t for _, t in group]), normalise, geometry,
+                                 augment)  # fmt: skip
+        for (c, _), block in zip(group, probabilities, strict=True):
+            left = c * geometry.stride
+            span = slice(left, left + geometry.extent)
+            if geometry.overlap:
+                accumulator[:, :, span] += block * window
+                weights[:, span] += window
+            else:
+                mask = mask_of(k)
+                direct[:, span] = _finish_strip(
+                    block, window, None if mask is None else mask[:, span], soft, quantize,
+                    output_class,
                 )  # fmt: skip
-                pending_save.append(saver.submit(strips.save, k, strip))
+        result.computed += len(group)
+
+    def finish_row(k: int) -> None:
+        nonlocal accumulator, weights
+        remaining = rows - k * geometry.stride  # the last strip takes its block's rest
+        strip_rows = remaining if k == block_rows - 1 else min(geometry.stride, remaining)
+        mask = mask_of(k)
+        if geometry.overlap:
+            strip = _finish_strip(
+                accumulator[:, :strip_rows, :cols], weights[:strip_rows, :cols],
+                None if mask is None else mask[:strip_rows, :cols], soft, quantize, output_class,
+            )  # fmt: skip
             accumulator = np.roll(accumulator, -geometry.stride, axis=1)
             weights = np.roll(weights, -geometry.stride, axis=0)
             accumulator[:, -geometry.stride :] = 0
             weights[-geometry.stride :] = 0
-        for future in pending_save:
+        else:
+            strip = direct[:strip_rows, :cols].copy()
+            direct[:] = 0
+        if not strips.done(k):
+            saved.append(saver.submit(sink.feed, k, strip))
+        for old in [row for row in mask_rows if row <= k]:
+            del mask_rows[old]
+
+    try:
+        for k in range(first):
+            saved.append(saver.submit(sink.feed, k, strips.load(k)))  # replay finished strips
+        current, group, seen = start_row, [], 0
+        for k, c, tile in scheduled():
+            if k != current:
+                if group:
+                    place(current, group)
+                    group = []
+                finish_row(current)
+                current = k
+            if tile is not None:
+                group.append((c, tile))
+                if len(group) == batch_size:
+                    place(k, group)
+                    group = []
+            else:
+                result.skipped += 1
+            seen += 1
+            if progress is not None and (c == block_cols - 1):
+                progress(start_row * block_cols + seen, result.tiles)
+        if start_row < block_rows:
+            if group:
+                place(current, group)
+            finish_row(current)
+        for future in saved:
             future.result()
+        sink.close()
+    except BaseException:
+        sink.abort()
+        raise
     finally:
         readers.shutdown(wait=True, cancel_futures=True)
         saver.shutdown(wait=True)
-    channels_out = 1 if (not soft or output_class is not None) else classes
-    dtype = np.float32 if soft and not quantize else np.uint8
-    _assemble(output, strips, block_rows, (rows, cols), channels_out, dtype, actual, soft)
     strips.remove()
     result.seconds = time.perf_counter() - started
     logger.info("%s: %d tiles (%d computed, %d skipped) in %.1f s", output, result.tiles,
@@ -401,27 +465,48 @@ def _finish_strip(accumulated, weights, mask, soft, quantize, output_class) -> n
     return labels
 
 
-def _assemble(output, strips, count, shape, channels, dtype, spacing, soft) -> None:
-    """Stream the strips into a pyramidal TIFF, one band of writer tiles at a time."""
-    rows, cols = shape
-    interpolation = "mean" if soft else "nearest"
-    with ImageWriter(output, (rows, cols), spacing=spacing, dtype=dtype, channels=channels,
-                     compression="lzw", interpolation=interpolation,
-                     tile_size=WRITER_TILE) as writer:  # fmt: skip
-        band: list[np.ndarray] = []
-        held = 0
-        written = 0
-        for index in range(count):
-            strip = strips.load(index)
-            if strip.ndim == 2:
-                strip = strip[:, :, None]
-            band.append(strip)
-            held += strip.shape[0]
-            while held >= WRITER_TILE or (index == count - 1 and held > 0):
-                block = np.concatenate(band) if len(band) > 1 else band[0]
-                take = min(WRITER_TILE, block.shape[0])
-                for col in range(0, cols, WRITER_TILE):
-                    writer.write(block[:take, col : col + WRITER_TILE], written, col)
-                written += take
-                rest = block[take:]
-                band, held = ([rest] if len(rest) else []), len(rest)
+class _Sink:
+    """Writes finished strips, in order, to the partial results and into the output TIFF.
+
+    The TIFF is written under a temporary name while the strips arrive and renamed by
+    :meth:`close`; :meth:`abort` discards it (the partial strips stay for a resume).
+    """
+
+    def __init__(self, output, strips, shape, channels, dtype, spacing, soft) -> None:
+        self.strips = strips
+        self.rows, self.cols = shape
+        self.writer = ImageWriter(
+            output, shape, spacing=spacing, dtype=dtype, channels=channels, compression="lzw",
+            interpolation="mean" if soft else "nearest", tile_size=WRITER_TILE,
+        )  # fmt: skip
+        self.band: list[np.ndarray] = []
+        self.held = 0
+        self.written = 0
+        self.next = 0
+
+    def feed(self, index: int, strip: np.ndarray) -> None:
+        if index != self.next:
+            raise RuntimeError(f"strip {index} arrived before strip {self.next}")
+        self.next += 1
+        if not self.strips.done(index):
+            self.strips.save(index, strip)
+        self.band.append(strip if strip.ndim == 3 else strip[:, :, None])
+        self.held += strip.shape[0]
+        last = self.written + self.held >= self.rows
+        while self.held >= WRITER_TILE or (last and self.held > 0):
+            block = np.concatenate(self.band) if len(self.band) > 1 else self.band[0]
+            take = min(WRITER_TILE, block.shape[0])
+            for col in range(0, self.cols, WRITER_TILE):
+                self.writer.write(block[:take, col : col + WRITER_TILE], self.written, col)
+            self.written += take
+            rest = block[take:]
+            self.band, self.held = ([rest] if len(rest) else []), len(rest)
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def abort(self) -> None:
+        try:
+            self.writer.abort()
+        except Exception:  # the writer may be half-open after a failure
+            logger.debug("could not abort the output writer", exc_info=True)
