@@ -31,6 +31,7 @@ bench: venv
 	$(PY) benchmarks/augment.py
 	$(PY) benchmarks/batches.py
 	$(PY) benchmarks/train_step.py
+	$(PY) benchmarks/apply.py
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache .ruff_cache .hypothesis
