@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -73,6 +72,19 @@ def cached_mask(cache_dir: Path, size: int) -> Path:
     return path
 
 
+def peak_mib() -> float:
+    """This process's peak resident size (``VmHWM``) in MiB.
+
+    Not ``getrusage``: on Linux its ``ru_maxrss`` survives ``fork`` + ``exec``, so a child would
+    report the parent's peak.
+    """
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def build_model():
     import torch
 
@@ -93,7 +105,7 @@ def run_apply(size: int, cache_dir: Path, output: Path) -> dict:
     result = apply_network(model, image, output, spacing=SPACING, mask=mask, tile_size=TILE,
                            batch_size=BATCH, overwrite=True)  # fmt: skip
     elapsed = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB
+    peak = peak_mib()
     rate = result.computed / elapsed
     return {"size": size, "tissue_tiles": result.computed, "tiles": result.tiles,
             "seconds": elapsed, "tiles_per_s": rate, "peak_mib": peak}  # fmt: skip
