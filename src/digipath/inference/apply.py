@@ -202,7 +202,30 @@ def apply_network(
     """
     started = time.perf_counter()
     output = Path(output)
-    reader = image if isinstance(image, ImageReader) else ImageReader(image)
+    owned: list[ImageReader] = []  # the readers opened here, closed when done
+    if not isinstance(image, ImageReader):
+        image = ImageReader(image)
+        owned.append(image)
+    if mask is not None and not isinstance(mask, ImageReader):
+        mask = ImageReader(mask)
+        owned.append(mask)
+    try:
+        return _apply(
+            model, image, output, spacing, mask, tile_size, batch_size, output_class, soft,
+            quantize, normalizer, channels, padding, fill, overlap, blending, augment,
+            tolerance, overwrite, read_threads, progress, started,
+        )  # fmt: skip
+    finally:
+        for opened in owned:
+            opened.close()
+
+
+def _apply(
+    model, reader, output, spacing, mask, tile_size, batch_size, output_class, soft, quantize,
+    normalizer, channels, padding, fill, overlap, blending, augment, tolerance, overwrite,
+    read_threads, progress, started,
+) -> ApplyResult:  # fmt: skip
+    """The body of :func:`apply_network`, on open readers."""
     actual = reader.refine(spacing, tolerance)
     rows, cols = reader.shape(spacing, tolerance)
     result = ApplyResult(str(output), (rows, cols), actual)
