@@ -95,17 +95,24 @@ def apply(
         list[str] | None, typer.Option("--category", help="Data config categories.")
     ] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, auto.")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Slides in parallel on a local Dask cluster.")
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Dask scheduler address (e.g. from dask-jobqueue).")
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Recompute existing outputs.")] = False,
 ) -> None:
     """Apply a network to whole slides; the exit code is the number of failed slides.
 
     One failing slide never stops the others; an interrupted slide resumes where it stopped.
+    With --workers or --scheduler, one task per slide runs on a Dask cluster.
     """
-    from digipath.inference import apply_network
-    from digipath.models import load_model
+    from digipath.inference.cluster import Job, JobResult, apply_many
+    from digipath.models.files import read_header
 
     try:
-        network = load_model(model, device=device, optimizer=False)
+        read_header(model)  # a bad model file stops everything before any slide
     except DigipathError as error:
         console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1) from None
@@ -114,40 +121,36 @@ def apply(
         console.print(f"[red]error:[/red] no slides found in {source!r}", highlight=False)
         raise typer.Exit(code=1)
     selected = None if channels is None else [int(c) for c in channels.split(",") if c.strip()]
-    results: list[tuple[str, str, str]] = []
+    jobs, skipped = [], []
+    for image, listed_mask in slides:
+        mask_path = listed_mask
+        if mask is not None:
+            mask_path = _format(mask, image, None, model) if "{" in mask else Path(mask)
+            if not mask_path.exists():
+                skipped.append(JobResult(Job(str(image), ""), "skipped", f"no mask {mask_path}"))
+                continue
+        target = _format(output, image, mask_path, model)
+        jobs.append(Job(str(image), str(target), None if mask_path is None else str(mask_path)))
+    options = dict(
+        spacing=spacing, tile_size=tile_size, batch_size=batch_size, output_class=output_class,
+        soft=soft, quantize=quantize, channels=selected, padding=padding, fill=fill,
+        overlap=overlap, blending=blending, augment=augment, tolerance=tolerance,
+        overwrite=overwrite,
+    )  # fmt: skip
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console) as progress:  # fmt: skip
-        for image, listed_mask in slides:
-            mask_path = listed_mask
-            if mask is not None:
-                mask_path = _format(mask, image, None, model) if "{" in mask else Path(mask)
-                if not mask_path.exists():
-                    results.append((image.name, "skipped", f"no mask {mask_path}"))
-                    continue
-            target = _format(output, image, mask_path, model)
-            task = progress.add_task(image.name, total=None)
-            try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                result = apply_network(
-                    network, image, target, spacing=spacing, mask=mask_path, tile_size=tile_size,
-                    batch_size=batch_size, output_class=output_class, soft=soft,
-                    quantize=quantize, channels=selected, padding=padding, fill=fill,
-                    overlap=overlap, blending=blending, augment=augment, tolerance=tolerance,
-                    overwrite=overwrite,
-                    progress=lambda done, total, t=task: progress.update(t, completed=done,
-                                                                         total=total),
-                )  # fmt: skip
-                state = "exists" if result.existed else "done"
-                detail = f"{result.computed} tiles computed, {result.skipped} skipped"
-                results.append((image.name, state, f"{target} ({detail})"))
-            except (DigipathError, OSError, ValueError, RuntimeError) as error:
-                results.append((image.name, "failed", str(error)))
-            finally:
-                progress.remove_task(task)
+        task = progress.add_task("slides", total=len(jobs))
+        results = apply_many(
+            jobs, model, options, workers=workers, scheduler=scheduler, device=device,
+            progress=lambda result, done, total: progress.update(task, completed=done),
+        )  # fmt: skip
     table = Table("slide", "result", "detail")
-    for name, state, detail in results:
-        colour = {"failed": "red", "skipped": "yellow"}.get(state, "green")
-        table.add_row(name, f"[{colour}]{state}[/{colour}]", detail)
+    for result in [*results, *skipped]:
+        colour = {"failed": "red", "skipped": "yellow"}.get(result.state, "green")
+        detail = (
+            result.detail if result.state != "done" else f"{result.job.output} ({result.detail})"
+        )
+        table.add_row(Path(result.job.image).name, f"[{colour}]{result.state}[/{colour}]", detail)
     Console(stderr=True, width=max(120, console.width)).print(table)
-    failures = sum(state == "failed" for _, state, _ in results)
+    failures = sum(result.state == "failed" for result in results)
     raise typer.Exit(code=min(failures, 255))
