@@ -43,3 +43,20 @@ def test_a_folder_with_a_corrupt_slide_finishes_the_others_and_exits_1(tmp_path)
     missing = runner.invoke(app, ["apply", str(tmp_path / "none*.tif"), "-n", str(model_path),
                                   "-o", str(out / "x.tif"), "-l", "0.5"])  # fmt: skip
     assert missing.exit_code == 1 and "no slides found" in missing.output
+
+
+def test_apply_with_post_processing_writes_outlines(tmp_path):
+    torch.manual_seed(0)
+    model = model_class("unet")(classes=2, depth=2, branching_factor=2, padding="same").build()
+    model_path = model.save(tmp_path / "net.safetensors")
+    slide(tmp_path / "s.tif", 3)
+    target = tmp_path / "s.geojson"
+    arguments = ["apply", str(tmp_path / "s.tif"), "-n", str(model_path), "-o", str(target),
+                 "-l", "0.5", "--tile-size", "128", "--soft", "--output-class", "1",
+                 "--confidence", "0.5", "--region-diagonal", "2", "--dilation", "1"]  # fmt: skip
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    import json
+
+    assert json.loads(target.read_text())["type"] == "FeatureCollection"
+    assert not (tmp_path / "s_prediction.tif").exists()  # intermediates removed

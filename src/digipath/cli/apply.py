@@ -60,7 +60,12 @@ def apply(
     source: Annotated[str, typer.Argument(help="Slide, folder, glob pattern or data config.")],
     model: Annotated[Path, typer.Option("--model", "-n", help="Model file (.safetensors).")],
     output: Annotated[
-        str, typer.Option("--output", "-o", help="Output path template: {image}, {mask}, {model}.")
+        str,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Output template ({image}, {mask}, {model}): .tif map, .geojson or .xml outlines.",
+        ),
     ],
     spacing: Annotated[float, typer.Option("--spacing", "-l", help="Processing spacing in µm/px.")],
     mask: Annotated[
@@ -95,6 +100,19 @@ def apply(
         list[str] | None, typer.Option("--category", help="Data config categories.")
     ] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, auto.")] = None,
+    confidence: Annotated[
+        float, typer.Option(help="Threshold a soft output: value >= confidence is 1.")
+    ] = 0.0,
+    region_diagonal: Annotated[
+        float, typer.Option(help="Remove regions with a bounding-box diagonal <= this (µm).")
+    ] = 0.0,
+    dilation: Annotated[float, typer.Option(help="Dilate the result by this distance (µm).")] = 0.0,
+    hole_diagonal: Annotated[
+        float, typer.Option(help="Fill holes with a bounding-box diagonal <= this (µm).")
+    ] = 0.0,
+    keep_intermediates: Annotated[
+        bool, typer.Option(help="Keep the prediction and intermediate maps.")
+    ] = False,
     workers: Annotated[
         int | None, typer.Option(min=1, help="Slides in parallel on a local Dask cluster.")
     ] = None,
@@ -137,6 +155,13 @@ def apply(
         overlap=overlap, blending=blending, augment=augment, tolerance=tolerance,
         overwrite=overwrite,
     )  # fmt: skip
+    chain = {
+        "confidence": confidence, "region_diagonal_um": region_diagonal,
+        "dilation_um": dilation, "hole_diagonal_um": hole_diagonal,
+        "keep_intermediates": keep_intermediates,
+    }  # fmt: skip
+    if any(value for key, value in chain.items() if key != "keep_intermediates"):
+        options["postprocess"] = chain
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console) as progress:  # fmt: skip
         task = progress.add_task("slides", total=len(jobs))

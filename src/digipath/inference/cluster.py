@@ -67,14 +67,36 @@ def _model(path: str, device: str | None):
 
 
 def run_job(model_path: str, job: Job, options: Mapping[str, Any], device: str | None = None):
-    """Apply the model to one slide; never raises (failures become a ``failed`` result)."""
-    from digipath.inference.apply import apply_network
+    """Apply the model to one slide; never raises (failures become a ``failed`` result).
+
+    ``options["postprocess"]`` (keyword arguments of
+    :func:`~digipath.inference.postprocess.postprocess`) runs the post-processing chain on
+    the prediction, which is then written as ``<output>_prediction.tif`` first.
+    """
+    from digipath.inference.apply import ApplyResult, apply_network
+    from digipath.inference.postprocess import postprocess
 
     started = time.perf_counter()
+    options = dict(options)
+    chain = options.pop("postprocess", None) or {}
+    vector = os.path.splitext(job.output)[1].lower() in (".geojson", ".json", ".xml")
     try:
         model = _model(model_path, device)
         os.makedirs(os.path.dirname(os.path.abspath(job.output)), exist_ok=True)
-        result = apply_network(model, job.image, job.output, mask=job.mask, **options)
+        if not (chain or vector):
+            result = apply_network(model, job.image, job.output, mask=job.mask, **options)
+        elif os.path.exists(job.output) and not options.get("overwrite"):
+            result = ApplyResult(job.output, (0, 0), options["spacing"], existed=True)
+        else:
+            stem = os.path.splitext(job.output)[0]
+            prediction = f"{stem}_prediction.tif"
+            result = apply_network(model, job.image, prediction, mask=job.mask,
+                                   **{**options, "overwrite": True})  # fmt: skip
+            from digipath.io import ImageReader
+
+            with ImageReader(job.image) as slide:
+                level0 = slide.spacings[0]
+            postprocess(prediction, job.output, image_spacing=level0, **chain)
     except Exception as error:  # recorded per slide: one failure never stops the others
         logger.debug("%s failed:\n%s", job.image, traceback.format_exc())
         return JobResult(job, "failed", f"{type(error).__name__}: {error}",
