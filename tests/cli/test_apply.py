@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -60,3 +61,17 @@ def test_apply_with_post_processing_writes_outlines(tmp_path):
 
     assert json.loads(target.read_text())["type"] == "FeatureCollection"
     assert not (tmp_path / "s_prediction.tif").exists()  # intermediates removed
+
+
+def test_apply_with_an_output_spacing(tmp_path):
+    torch.manual_seed(0)
+    model = model_class("unet")(classes=2, depth=2, branching_factor=2, padding="same").build()
+    model_path = model.save(tmp_path / "net.safetensors")
+    slide(tmp_path / "s.tif", 4)
+    target = tmp_path / "s_map.tif"
+    result = runner.invoke(app, ["apply", str(tmp_path / "s.tif"), "-n", str(model_path), "-o",
+                                 str(target), "-l", "0.5", "--tile-size", "128",
+                                 "--output-spacing", "1.0"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    with ImageReader(target) as reader:
+        assert reader.shapes[0] == (150, 130) and reader.spacings[0] == pytest.approx(1.0)

@@ -100,6 +100,9 @@ def apply(
         list[str] | None, typer.Option("--category", help="Data config categories.")
     ] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, auto.")] = None,
+    output_spacing: Annotated[
+        float | None, typer.Option(help="Resample the result to this spacing (µm/px).")
+    ] = None,
     confidence: Annotated[
         float, typer.Option(help="Threshold a soft output: value >= confidence is 1.")
     ] = 0.0,
@@ -156,11 +159,12 @@ def apply(
         overwrite=overwrite,
     )  # fmt: skip
     chain = {
+        "output_spacing": output_spacing, "soft": soft and not confidence,
         "confidence": confidence, "region_diagonal_um": region_diagonal,
         "dilation_um": dilation, "hole_diagonal_um": hole_diagonal,
         "keep_intermediates": keep_intermediates,
     }  # fmt: skip
-    if any(value for key, value in chain.items() if key != "keep_intermediates"):
+    if any(value for key, value in chain.items() if key not in ("keep_intermediates", "soft")):
         options["postprocess"] = chain
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console) as progress:  # fmt: skip

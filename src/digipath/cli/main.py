@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from digipath.cli import annotations, apply, augment, data, info, train
+from digipath.cli import annotations, apply, augment, data, info, tools, train
 
 app = typer.Typer(
     name="digipath",
@@ -28,6 +28,12 @@ app.command(name="train")(train.train)
 app.command(name="summarize-logs")(train.summarize_logs)
 app.command(name="update-network")(train.update_network)
 app.command(name="apply")(apply.apply)
+app.command(name="save-level")(tools.save_level)
+app.command(name="to-png")(tools.to_png)
+app.command(name="set-spacing")(tools.set_spacing)
+app.command(name="threshold")(tools.threshold)
+app.command(name="zoom")(tools.zoom)
+app.command(name="overlay")(tools.overlay)
 
 
 @app.callback()

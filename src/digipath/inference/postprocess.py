@@ -4,7 +4,8 @@ Each step reads a map (a pyramidal TIFF at its level 0) band by band, with enoug
 margin above and below that every decision inside the band is the one the whole image would
 give, and writes a new pyramidal TIFF; memory holds one band, whatever the slide size:
 
-* :func:`threshold`: ``value >= confidence`` -> 1, else 0 (soft maps);
+* :func:`threshold`: ``value >= confidence`` -> 1, else 0 (soft maps; :func:`threshold_value`
+  in the map's own units);
 * :func:`filter_regions`: remove connected regions whose bounding-box diagonal is at most a
   length in µm (a region too large to fit in the margin touches the window edge and is kept,
   which is right: its diagonal is longer than the margin);
@@ -15,8 +16,9 @@ give, and writes a new pyramidal TIFF; memory holds one band, whatever the slide
   written as GeoJSON (QuPath) or ASAP XML.
 
 :func:`postprocess` chains them as the original ``applynetwork`` did: every enabled step writes
-a file, intermediate files get a suffix (``_thresholded``, ``_filtered``, ``_dilated``,
-``_filled``) and are removed unless kept, and the last step writes the requested output.
+a file, intermediate files get a suffix (``_zoomed``, ``_thresholded``, ``_filtered``,
+``_dilated``, ``_filled``) and are removed unless kept, and the last step writes the requested
+output.
 """
 
 from __future__ import annotations
@@ -94,6 +96,11 @@ def threshold(source, target, confidence: float, band: int = BAND) -> str:
     """``value >= confidence`` as 0/1 uint8 (a uint8 map compares with ``255 * confidence``)."""
     with ImageReader(source) as reader:
         level = 255 * confidence if reader.dtype == np.uint8 else confidence
+    return threshold_value(source, target, level, band)
+
+
+def threshold_value(source, target, level: float, band: int = BAND) -> str:
+    """``value >= level`` as 0/1 uint8, in the map's own units."""
 
     def step(window: np.ndarray, above: int, rows: int) -> np.ndarray:
         return (window[above : above + rows] >= level).astype(np.uint8)
@@ -209,6 +216,8 @@ def postprocess(
     prediction: str | os.PathLike[str],
     output: str | os.PathLike[str],
     *,
+    output_spacing: float | None = None,
+    soft: bool = False,
     confidence: float = 0.0,
     region_diagonal_um: float = 0.0,
     dilation_um: float = 0.0,
@@ -218,13 +227,23 @@ def postprocess(
 ) -> str:
     """Run the enabled steps on ``prediction`` and write ``output``.
 
-    A ``.geojson``/``.json``/``.xml`` output ends the chain with :func:`outlines`. Returns the
-    output path; without any step and with a TIFF output, the prediction is renamed.
+    The steps, in order: resampling to ``output_spacing`` (µm/px; nearest for labels, linear
+    for ``soft`` maps), :func:`threshold`, :func:`filter_regions`, :func:`dilate`,
+    :func:`fill_holes`. A ``.geojson``/``.json``/``.xml`` output ends the chain with
+    :func:`outlines`. Returns the output path; without any step and with a TIFF output, the
+    prediction is renamed.
     """
     output = Path(output)
     if output.suffix.lower() not in (".tif", ".tiff", ".geojson", ".json", ".xml"):
         raise ValueError(f"{output}: the output is a .tif map or .geojson, .json or .xml outlines")
     steps: list[tuple[str, Callable[[str, str], str]]] = []
+    if output_spacing is not None:
+        from digipath.io.rescale import rescale_image
+
+        interpolation = "linear" if soft else "nearest"
+        steps.append(("zoomed", lambda s, t: rescale_image(
+            s, t, spacing=output_spacing, interpolation=interpolation, compression="lzw"
+        )))  # fmt: skip
     if confidence > 0:
         steps.append(("thresholded", lambda s, t: threshold(s, t, confidence)))
     if region_diagonal_um > 0:
