@@ -75,3 +75,22 @@ def test_apply_with_an_output_spacing(tmp_path):
     assert result.exit_code == 0, result.output
     with ImageReader(target) as reader:
         assert reader.shapes[0] == (150, 130) and reader.spacings[0] == pytest.approx(1.0)
+
+
+def test_apply_with_a_normaliser_a_work_and_a_copy_directory(tmp_path):
+    torch.manual_seed(0)
+    model = model_class("unet")(classes=2, depth=2, branching_factor=2, padding="same").build()
+    model_path = model.save(tmp_path / "net.safetensors")
+    slide(tmp_path / "s.tif", 5)
+    target = tmp_path / "final" / "s.tif"
+    arguments = ["apply", str(tmp_path / "s.tif"), "-n", str(model_path), "-o", str(target),
+                 "-l", "0.5", "--tile-size", "128", "--normalizer", "general",
+                 "--source-range", "0,255", "--target-range", "-1,1",
+                 "--work-dir", str(tmp_path / "work"),
+                 "--copy-dir", str(tmp_path / "copies")]  # fmt: skip
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    assert target.is_file() and not list((tmp_path / "work").iterdir())
+    assert not list((tmp_path / "copies").iterdir())  # copies removed without --keep-copies
+    bad = runner.invoke(app, [*arguments[:-6], "--source-range", "0;255", "--overwrite"])
+    assert bad.exit_code != 0 and "low,high" in bad.output

@@ -100,6 +100,23 @@ def apply(
         list[str] | None, typer.Option("--category", help="Data config categories.")
     ] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, auto.")] = None,
+    normalizer: Annotated[
+        str | None,
+        typer.Option(help="rgb_to_0-1, rgb, general or pass-through (default: the model's)."),
+    ] = None,
+    source_range: Annotated[
+        str | None, typer.Option(help="'low,high' of the general normaliser's input.")
+    ] = None,
+    target_range: Annotated[
+        str | None, typer.Option(help="'low,high' of the rgb and general normalisers' output.")
+    ] = None,
+    work_dir: Annotated[
+        Path | None, typer.Option(help="Write outputs here first, move them when complete.")
+    ] = None,
+    copy_dir: Annotated[
+        Path | None, typer.Option(help="Copy each slide (and mask) here before reading it.")
+    ] = None,
+    keep_copies: Annotated[bool, typer.Option(help="Keep the copies of --copy-dir.")] = False,
     output_spacing: Annotated[
         float | None, typer.Option(help="Resample the result to this spacing (µm/px).")
     ] = None,
@@ -158,6 +175,29 @@ def apply(
         overlap=overlap, blending=blending, augment=augment, tolerance=tolerance,
         overwrite=overwrite,
     )  # fmt: skip
+    if normalizer is not None:
+
+        def pair(text: str | None, name: str):
+            if text is None:
+                return None
+            try:
+                low, high = (float(v) for v in text.split(","))
+            except ValueError:
+                raise typer.BadParameter(
+                    f"expected 'low,high', got {text!r}", param_hint=name
+                ) from None
+            return [low, high]
+
+        section = {"type": normalizer}
+        for key, text, name in (("source range", source_range, "--source-range"),
+                                ("target range", target_range, "--target-range")):  # fmt: skip
+            if text is not None:
+                section[key] = pair(text, name)
+        options["normalization"] = section
+    for key, value in (("work_dir", work_dir), ("copy_dir", copy_dir)):
+        if value is not None:
+            options[key] = str(value)
+    options["keep_copies"] = keep_copies
     chain = {
         "output_spacing": output_spacing, "soft": soft and not confidence,
         "confidence": confidence, "region_diagonal_um": region_diagonal,

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -79,8 +80,33 @@ def run_job(model_path: str, job: Job, options: Mapping[str, Any], device: str |
     started = time.perf_counter()
     options = dict(options)
     chain = options.pop("postprocess", None) or {}
+    normalization = options.pop("normalization", None)
+    work_dir = options.pop("work_dir", None)
+    copy_dir = options.pop("copy_dir", None)
+    keep_copies = options.pop("keep_copies", False)
+    final = job.output
     vector = os.path.splitext(job.output)[1].lower() in (".geojson", ".json", ".xml")
+    copies: list[str] = []
     try:
+        if normalization:
+            from digipath.data.normalization import normalizer_from_config
+
+            options["normalizer"] = normalizer_from_config(normalization, "--normalizer")
+        if copy_dir:  # read the slide from a local copy (e.g. off a network share)
+            os.makedirs(copy_dir, exist_ok=True)
+            for name in ("image", "mask"):
+                path = getattr(job, name)
+                if path:
+                    copied = os.path.join(copy_dir, os.path.basename(path))
+                    shutil.copy2(path, copied)
+                    copies.append(copied)
+                    job = replace(job, **{name: copied})
+        if work_dir:  # write locally, move to the target when complete
+            os.makedirs(work_dir, exist_ok=True)
+            if os.path.exists(final) and not options.get("overwrite"):
+                job = replace(job, output=final)
+            else:
+                job = replace(job, output=os.path.join(work_dir, os.path.basename(final)))
         model = _model(model_path, device)
         os.makedirs(os.path.dirname(os.path.abspath(job.output)), exist_ok=True)
         if not (chain or vector):
@@ -97,10 +123,19 @@ def run_job(model_path: str, job: Job, options: Mapping[str, Any], device: str |
             with ImageReader(job.image) as slide:
                 level0 = slide.spacings[0]
             postprocess(prediction, job.output, image_spacing=level0, **chain)
+        if job.output != final and os.path.exists(job.output):
+            os.makedirs(os.path.dirname(os.path.abspath(final)), exist_ok=True)
+            shutil.move(job.output, final)
     except Exception as error:  # recorded per slide: one failure never stops the others
         logger.debug("%s failed:\n%s", job.image, traceback.format_exc())
-        return JobResult(job, "failed", f"{type(error).__name__}: {error}",
+        return JobResult(replace(job, output=final), "failed", f"{type(error).__name__}: {error}",
                          time.perf_counter() - started)  # fmt: skip
+    finally:
+        if not keep_copies:
+            for copied in copies:
+                if os.path.exists(copied):
+                    os.remove(copied)
+    job = replace(job, output=final)
     state = "exists" if result.existed else "done"
     detail = f"{result.computed} tiles computed, {result.skipped} skipped"
     return JobResult(job, state, detail, result.seconds, result.computed, result.skipped)
