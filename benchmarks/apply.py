@@ -24,8 +24,12 @@ the median over the repeats: it must not grow with the slide.
 Run ``python benchmarks/apply.py [--quick]``; the last line printed is a JSON object
 ``{"benchmark": "apply", "figures": {...}, "ratios": {"apply_vs_compute_floor": ...,
 "peak_memory_large_vs_small": ...}}``. The full run uses 10000^2 and 20000^2 slides, ``--quick``
-4096^2 and 8192^2. TIAToolbox and MONAI are not installed here (TIAToolbox needs
-torchvision, which has no CPU build for this torch), so they are not compared.
+4096^2 and 8192^2.
+
+Peers: MONAI's ``sliding_window_inference`` with the same network on the small slide, read
+whole into memory as MONAI's inferer needs (it has no tissue mask, so it computes every tile),
+is timed in a fresh process too (seconds and peak memory beside digipath's on the same slide).
+TIAToolbox is not compared: it needs torchvision, which has no CPU build for this torch.
 """
 
 from __future__ import annotations
@@ -111,6 +115,29 @@ def run_apply(size: int, cache_dir: Path, output: Path) -> dict:
             "seconds": elapsed, "tiles_per_s": rate, "peak_mib": peak}  # fmt: skip
 
 
+def run_monai(size: int, cache_dir: Path) -> dict:
+    """MONAI's sliding-window inference on the whole level held in memory (one process)."""
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    from digipath.io import ImageReader
+
+    start = time.perf_counter()
+    with ImageReader(cached_image(cache_dir, size)) as reader:
+        rows, cols = reader.shape(SPACING)
+        image = reader.read(SPACING, 0, 0, rows, cols)
+    inputs = torch.from_numpy(image).permute(2, 0, 1)[None].float().div_(255)
+    del image
+    network = build_model().module.eval()
+    with torch.inference_mode():
+        logits = sliding_window_inference(inputs, (TILE, TILE), BATCH, network, overlap=0.0)
+        labels = (logits.argmax(dim=1) + 1).to(torch.uint8)
+    elapsed = time.perf_counter() - start
+    tiles = -(-rows // TILE) * -(-cols // TILE)
+    return {"size": size, "tiles": tiles, "seconds": elapsed, "tiles_per_s": tiles / elapsed,
+            "peak_mib": peak_mib(), "labels": int(labels.shape[-1])}  # fmt: skip
+
+
 def tissue_tiles(size: int, cache_dir: Path) -> list[tuple[int, int]]:
     """The (top, left) input positions of the tiles apply_network computes."""
     from digipath.inference.apply import _block_has_tissue, _mask_reader, _read_mask
@@ -167,10 +194,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, help="end-to-end repeats (default 3, 2 quick)")
     parser.add_argument("--cache-dir", type=Path, default=REPO / "benchmarks" / ".cache")
     parser.add_argument("--run", type=int, help=argparse.SUPPRESS)  # internal: one run
+    parser.add_argument("--monai", type=int, help=argparse.SUPPRESS)  # internal: one MONAI run
     parser.add_argument("--output", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.run:
         print(json.dumps(run_apply(args.run, args.cache_dir, args.output)))
+        return
+    if args.monai:
+        print(json.dumps(run_monai(args.monai, args.cache_dir)))
         return
     small, large = (4096, 8192) if args.quick else (10000, 20000)
     repeats = args.repeats or (2 if args.quick else 3)
@@ -186,6 +217,15 @@ def main(argv: list[str] | None = None) -> None:
         text = subprocess.run(command, capture_output=True, text=True, check=True).stdout
         return json.loads(text.strip().splitlines()[-1])
 
+    def monai_process(size: int) -> dict | None:
+        command = [sys.executable, __file__, "--monai", str(size), "--cache-dir",
+                   str(args.cache_dir)]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            print(f"  MONAI run failed: {done.stderr.strip().splitlines()[-1:]}", flush=True)
+            return None
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
     runs, floor_runs, small_runs = [], [], []
     for repeat in range(repeats):
         runs.append(fresh_process(large))
@@ -195,6 +235,13 @@ def main(argv: list[str] | None = None) -> None:
               f"forward alone {floor_runs[-1]['forward_tiles_per_s']:.2f}, read alone "
               f"{floor_runs[-1]['read_tiles_per_s']:.2f}", flush=True)  # fmt: skip
     peak_small = statistics.median(r["peak_mib"] for r in small_runs)
+    try:
+        import monai  # noqa: F401
+
+        monai_run = monai_process(small)
+        ours_small = fresh_process(small)
+    except ImportError:
+        monai_run = ours_small = None
     end_to_end = statistics.median(r["tiles_per_s"] for r in runs)
     forward = statistics.median(r["forward_tiles_per_s"] for r in floor_runs)
     read = statistics.median(r["read_tiles_per_s"] for r in floor_runs)
@@ -209,6 +256,18 @@ def main(argv: list[str] | None = None) -> None:
     print(f"apply / floor   {ratio:8.3f}")
     print(f"peak memory     {peak_small:.0f} MiB at {small}^2, {peak_large:.0f} MiB at "
           f"{large}^2 ({memory_ratio:.3f}x)")  # fmt: skip
+    if monai_run is not None:
+        print(f"MONAI sliding_window_inference on the {small}^2 slide in memory: "
+              f"{monai_run['tiles'] / monai_run['seconds']:.2f} tiles/s over all "
+              f"{monai_run['tiles']} tiles, {monai_run['seconds']:.1f} s, peak "
+              f"{monai_run['peak_mib']:.0f} MiB; digipath {ours_small['seconds']:.1f} s, peak "
+              f"{ours_small['peak_mib']:.0f} MiB")  # fmt: skip
+    monai_figures = {} if monai_run is None else {
+        "monai_small_seconds": round(monai_run["seconds"], 2),
+        "monai_small_peak_mib": round(monai_run["peak_mib"], 1),
+        "digipath_small_seconds": round(ours_small["seconds"], 2),
+        "digipath_small_peak_mib": round(ours_small["peak_mib"], 1),
+    }  # fmt: skip
     print(json.dumps({
         "benchmark": "apply",
         "figures": {
@@ -216,7 +275,7 @@ def main(argv: list[str] | None = None) -> None:
             "tiles": runs[0]["tiles"], "end_to_end_tiles_per_s": round(end_to_end, 3),
             "forward_tiles_per_s": round(forward, 3), "read_tiles_per_s": round(read, 3),
             "peak_mib_small": round(peak_small, 1),
-            "peak_mib_large": round(peak_large, 1), "repeats": repeats,
+            "peak_mib_large": round(peak_large, 1), "repeats": repeats, **monai_figures,
         },
         "ratios": {"apply_vs_compute_floor": round(ratio, 3),
                    "peak_memory_large_vs_small": round(memory_ratio, 3)},

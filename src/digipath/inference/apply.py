@@ -296,8 +296,8 @@ def _apply(
                 top = k * geometry.stride - geometry.offset[0]
                 left = c * geometry.stride - geometry.offset[1]
                 queue.append((k, c, readers.submit(
-                    _read_tile, reader, actual, top, left, geometry.tile, padding, fill,
-                    tolerance, channels,
+                    _prepared_tile, normalise, reader, actual, top, left, geometry.tile,
+                    padding, fill, tolerance, channels,
                 )))  # fmt: skip
                 reading += 1
 
@@ -322,8 +322,8 @@ def _apply(
     hard_direct = not soft and not geometry.overlap and not augment
 
     def place(k: int, group: list[tuple[int, np.ndarray]]) -> None:
-        outputs = _forward(model, np.stack([t for _, t in group]), normalise, geometry,
-                           augment, labels=hard_direct)  # fmt: skip
+        outputs = _forward(model, np.stack([t for _, t in group]), geometry, augment,
+                           labels=hard_direct)  # fmt: skip
         for (c, _), block in zip(group, outputs, strict=True):
             left = c * geometry.stride
             span = slice(left, left + geometry.extent)
@@ -444,18 +444,22 @@ def _read_tile(reader, spacing, top, left, size, padding, fill, tolerance, chann
     return np.ascontiguousarray(tile)
 
 
+def _prepared_tile(normalise, *arguments) -> np.ndarray:
+    """A tile read and made network input in a reader thread: (C, H, W) float32, normalised."""
+    tile = _read_tile(*arguments)
+    return np.ascontiguousarray(normalise(to_channels_first(tile[None]))[0], dtype=np.float32)
+
+
 @torch.inference_mode()
-def _forward(
-    model, batch: np.ndarray, normalise, geometry: TileGeometry, augment: bool, labels=False
-):
-    """(N, K, extent, extent) float32 probabilities of (N, H, W, C) uint8 tiles.
+def _forward(model, batch: np.ndarray, geometry: TileGeometry, augment: bool, labels=False):
+    """(N, K, extent, extent) float32 probabilities of (N, C, H, W) prepared tiles.
 
     ``labels``: (N, extent, extent) uint8 ``argmax + 1`` instead, taken on the logits (no
     softmax, no float copy; only without test-time augmentation).
     """
     network = model.module
     network.eval()
-    x = torch.from_numpy(normalise(to_channels_first(batch)))  # transposed as uint8: cheaper
+    x = torch.from_numpy(batch)  # normalised (N, C, H, W) from the reader threads
     x = x.to(model.device, dtype=torch.float32)
     if model.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
