@@ -94,3 +94,22 @@ def test_apply_with_a_normaliser_a_work_and_a_copy_directory(tmp_path):
     assert not list((tmp_path / "copies").iterdir())  # copies removed without --keep-copies
     bad = runner.invoke(app, [*arguments[:-6], "--source-range", "0;255", "--overwrite"])
     assert bad.exit_code != 0 and "low,high" in bad.output
+
+
+def test_find_slides_from_a_data_config_with_filters(tmp_path):
+    from digipath.cli.apply import find_slides
+    from digipath.data.config import DataConfig, PatchSource
+
+    for name in ("a1", "a2", "b1"):
+        slide(tmp_path / f"{name}.tif", 0)
+    items = [PatchSource("{root}/" + f"{n}.tif", "{root}/" + f"{n}_mask.tif", "", (1,))
+             for n in ("a1", "a2", "b1")]  # fmt: skip
+    config = tmp_path / "data.yaml"
+    DataConfig({"training": {"t": items[:2]}, "validation": {"t": items[2:]}},
+               {"training": 0.5, "validation": 0.5}, {"root": "/nowhere"}).save(config)  # fmt: skip
+    found = find_slides(str(config), ["training"], replacements={"root": str(tmp_path)},
+                        pattern=r"a\d")  # fmt: skip
+    assert [image.name for image, _ in found] == ["a1.tif", "a2.tif"]
+    assert found[0][1] == tmp_path / "a1_mask.tif"
+    bare = find_slides(str(config), replacements={"root": str(tmp_path)}, masks=False)
+    assert len(bare) == 3 and all(mask is None for _, mask in bare)

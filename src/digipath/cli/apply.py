@@ -19,14 +19,34 @@ IMAGE_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".scn", ".bif", ".v
 
 
 def find_slides(
-    source: str, purposes: list[str] | None = None, categories: list[str] | None = None
+    source: str,
+    purposes: list[str] | None = None,
+    categories: list[str] | None = None,
+    *,
+    replacements: dict[str, str] | None = None,
+    pattern: str | None = None,
+    masks: bool = True,
 ) -> list[tuple[Path, Path | None]]:
-    """``(image, mask or None)`` pairs of a file, folder, glob pattern or data config."""
+    """``(image, mask or None)`` pairs of a file, folder, glob pattern or data config.
+
+    ``replacements`` override a data config's path tags, ``pattern`` (a regular expression)
+    keeps the images whose file name it matches, ``masks=False`` ignores a data config's masks.
+    """
+    import re
+
+    pairs = _sources(source, purposes, categories, replacements or {})
+    if pattern is not None:
+        expression = re.compile(pattern)
+        pairs = [pair for pair in pairs if expression.search(pair[0].name)]
+    return pairs if masks else [(image, None) for image, _ in pairs]
+
+
+def _sources(source, purposes, categories, replacements) -> list[tuple[Path, Path | None]]:
     path = Path(source)
     if path.suffix.lower() in (".yaml", ".yml", ".json") and path.is_file():
         from digipath.data.config import DataConfig
 
-        config = DataConfig.load(path)
+        config = DataConfig.load(path, overrides=replacements)
         pairs = []
         for purpose, by_category in config.collection().items():
             if purposes and purpose not in purposes:
@@ -99,6 +119,15 @@ def apply(
     categories: Annotated[
         list[str] | None, typer.Option("--category", help="Data config categories.")
     ] = None,
+    path: Annotated[
+        list[str] | None, typer.Option("--path", help="Data config path replacement TAG=VALUE.")
+    ] = None,
+    name_filter: Annotated[
+        str | None, typer.Option("--filter", help="Regular expression on the image file names.")
+    ] = None,
+    no_mask: Annotated[
+        bool, typer.Option("--no-mask", help="Ignore the masks a data config lists.")
+    ] = False,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, auto.")] = None,
     normalizer: Annotated[
         str | None,
@@ -154,7 +183,18 @@ def apply(
     except DigipathError as error:
         console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1) from None
-    slides = find_slides(source, purposes, categories)
+    replacements = {}
+    for item in path or []:
+        tag, separator, value = item.partition("=")
+        if not separator or not tag:
+            raise typer.BadParameter(f"expected TAG=VALUE, got {item!r}", param_hint="--path")
+        replacements[tag] = value
+    try:
+        slides = find_slides(source, purposes, categories, replacements=replacements,
+                             pattern=name_filter, masks=not no_mask)  # fmt: skip
+    except (DigipathError, ValueError) as error:  # a bad data config or expression
+        console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1) from None
     if not slides:
         console.print(f"[red]error:[/red] no slides found in {source!r}", highlight=False)
         raise typer.Exit(code=1)
