@@ -11,9 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from digipath.cli.console import console, fail, number_pair, path_replacements
 from digipath.errors import DigipathError
-
-console = Console(stderr=True)
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".scn", ".bif", ".vms", ".svslide")
 
@@ -181,20 +180,13 @@ def apply(
     try:
         read_header(model)  # a bad model file stops everything before any slide
     except DigipathError as error:
-        console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
-        raise typer.Exit(code=1) from None
-    replacements = {}
-    for item in path or []:
-        tag, separator, value = item.partition("=")
-        if not separator or not tag:
-            raise typer.BadParameter(f"expected TAG=VALUE, got {item!r}", param_hint="--path")
-        replacements[tag] = value
+        fail(error)
+    replacements = path_replacements(path)
     try:
         slides = find_slides(source, purposes, categories, replacements=replacements,
                              pattern=name_filter, masks=not no_mask)  # fmt: skip
     except (DigipathError, ValueError) as error:  # a bad data config or expression
-        console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
-        raise typer.Exit(code=1) from None
+        fail(error)
     if not slides:
         console.print(f"[red]error:[/red] no slides found in {source!r}", highlight=False)
         raise typer.Exit(code=1)
@@ -216,23 +208,11 @@ def apply(
         overwrite=overwrite,
     )  # fmt: skip
     if normalizer is not None:
-
-        def pair(text: str | None, name: str):
-            if text is None:
-                return None
-            try:
-                low, high = (float(v) for v in text.split(","))
-            except ValueError:
-                raise typer.BadParameter(
-                    f"expected 'low,high', got {text!r}", param_hint=name
-                ) from None
-            return [low, high]
-
         section = {"type": normalizer}
         for key, text, name in (("source range", source_range, "--source-range"),
                                 ("target range", target_range, "--target-range")):  # fmt: skip
             if text is not None:
-                section[key] = pair(text, name)
+                section[key] = number_pair(text, name)
         options["normalization"] = section
     for key, value in (("work_dir", work_dir), ("copy_dir", copy_dir)):
         if value is not None:

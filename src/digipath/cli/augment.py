@@ -6,11 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from digipath.cli.console import console, fail
 from digipath.errors import DigipathError
-
-console = Console(stderr=True)
 
 
 def augment_preview(
@@ -48,6 +46,5 @@ def augment_preview(
         )  # fmt: skip
         written = write_png(out, grid)
     except (DigipathError, OSError) as error:
-        console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
-        raise typer.Exit(code=1) from None
+        fail(error)
     console.print(f"wrote {written} ({grid.shape[1]} x {grid.shape[0]} px, {count} draws)")

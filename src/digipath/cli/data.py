@@ -7,12 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from digipath.cli.console import console, fail, path_replacements
 from digipath.errors import DigipathError
-
-console = Console(stderr=True)
 
 
 def _progress() -> Progress:
@@ -24,21 +22,6 @@ def _progress() -> Progress:
         console=console,
         transient=False,
     )
-
-
-def _overrides(values: list[str] | None) -> dict[str, str]:
-    result = {}
-    for value in values or []:
-        key, separator, replacement = value.partition("=")
-        if not separator or not key:
-            raise typer.BadParameter(f"expected TAG=VALUE, got {value!r}", param_hint="--path")
-        result[key] = replacement
-    return result
-
-
-def _fail(error: Exception) -> None:
-    console.print(f"[red]error:[/red] {error}", highlight=False)
-    raise typer.Exit(code=1)
 
 
 def preprocess_masks(
@@ -60,9 +43,9 @@ def preprocess_masks(
     from digipath.data.masks import preprocess_masks as build
 
     try:
-        items = DataConfig.load(config, overrides=_overrides(path)).items()
+        items = DataConfig.load(config, overrides=path_replacements(path)).items()
     except DigipathError as error:
-        _fail(error)
+        fail(error)
     with _progress() as progress:
         task = progress.add_task("mask statistics", total=len(items))
         results = build(
@@ -119,7 +102,7 @@ def normalize_masks(
                 progress=lambda done, total: progress.update(task, completed=done, total=total),
             )
     except (DigipathError, OSError) as error:
-        _fail(error)
+        fail(error)
     console.print(f"wrote {target}")
 
 
@@ -144,7 +127,7 @@ def make_dataset(
         dataset = build(root, task, suffix=suffix, gt_name=gt_name)  # type: ignore[arg-type]
         save_dataset(dataset, output)
     except (DigipathError, OSError) as error:
-        _fail(error)
+        fail(error)
     console.print(f"wrote {output}: {len(dataset.images)} images, splits {list(dataset.split)}")
 
 
@@ -179,6 +162,6 @@ def split(
         result = split_config(DataConfig.load(config), ratios, seed, patient=patient)
         result.save(output)
     except (DigipathError, OSError) as error:
-        _fail(error)
+        fail(error)
     counts = {purpose: result.count(purpose) for purpose in result.purposes()}
     console.print(f"wrote {output}: {json.dumps(counts)}")

@@ -7,18 +7,11 @@ from typing import Annotated
 
 import numpy as np
 import typer
-from rich.console import Console
 
+from digipath.cli.console import console, fail
 from digipath.errors import DigipathError
 
-console = Console(stderr=True)
-
 MAX_PNG_PIXELS = 20000 * 20000
-
-
-def _fail(error: Exception) -> None:
-    console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=1)
 
 
 def _spacing_of(reader, spacing: float | None, level: int | None) -> float:
@@ -50,7 +43,7 @@ def save_level(
         written = rescale_image(image, output, spacing=chosen,
                                 interpolation="nearest" if nearest else "linear")  # fmt: skip
     except (DigipathError, ValueError) as error:
-        _fail(error)
+        fail(error)
     console.print(f"wrote {written}")
 
 
@@ -78,14 +71,14 @@ def to_png(
                 )
             array = reader.read(chosen, 0, 0, rows, cols).astype(np.float64) * multiplier
     except (DigipathError, ValueError) as error:
-        _fail(error)
+        fail(error)
     array = np.clip(np.rint(array), 0, 255).astype(np.uint8)
     if array.shape[2] == 3:
         array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
     elif array.shape[2] != 1:
         array = array[..., :1]
     if not cv2.imwrite(str(output), array):
-        _fail(OSError(f"{output}: cannot write a PNG there"))
+        fail(OSError(f"{output}: cannot write a PNG there"))
     console.print(f"wrote {output} ({cols} x {rows})")
 
 
@@ -112,7 +105,7 @@ def set_spacing(
                         height, width = min(512, rows - top), min(512, cols - left)
                         writer.write(reader.read(spacing, top, left, height, width), top, left)
     except (DigipathError, ValueError) as error:
-        _fail(error)
+        fail(error)
     console.print(f"wrote {output} at {spacing} µm/px")
 
 
@@ -127,7 +120,7 @@ def threshold(
     try:
         written = postprocess.threshold_value(image, output, value)
     except (DigipathError, ValueError) as error:
-        _fail(error)
+        fail(error)
     console.print(f"wrote {written}")
 
 
@@ -147,7 +140,7 @@ def zoom(
         written = rescale_image(image, output, shape=shape,
                                 interpolation="nearest" if nearest else "linear")  # fmt: skip
     except (DigipathError, ValueError) as error:
-        _fail(error)
+        fail(error)
     console.print(f"wrote {written} ({shape[1]} x {shape[0]})")
 
 
@@ -178,7 +171,7 @@ def overlay(
             values = mapped.read(level0, 0, 0, *mapped.shapes[0], interpolation="nearest")
         values = cv2.resize(values[..., 0], (cols, rows), interpolation=cv2.INTER_NEAREST)
     except (DigipathError, ValueError) as error:
-        _fail(error)
+        fail(error)
     if np.issubdtype(values.dtype, np.integer) and values.max() <= 20:
         palette = (np.array(colormaps["tab10"].colors) * 255).astype(np.float32)
         colours = palette[(values.astype(int) - 1) % len(palette)]
@@ -190,5 +183,5 @@ def overlay(
     blended = picture * (1 - weight) + colours * weight
     image_out = cv2.cvtColor(np.clip(blended, 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR)
     if not cv2.imwrite(str(output), image_out):
-        _fail(OSError(f"{output}: cannot write a PNG there"))
+        fail(OSError(f"{output}: cannot write a PNG there"))
     console.print(f"wrote {output} ({cols} x {rows})")

@@ -11,14 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from digipath.cli.console import console, fail, path_replacements
 from digipath.errors import DigipathError
-
-console = Console(stderr=True)
-
-
-def _fail(error: Exception) -> None:
-    console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=1)
 
 
 class _EpochBars:
@@ -48,16 +42,6 @@ class _EpochBars:
                 if isinstance(value, float) and not key.endswith("time")
             )  # fmt: skip
             self.progress.console.print(f"epoch {info['epoch'] + 1}/{self.epochs}: {shown}")
-
-
-def _path_overrides(values: list[str] | None) -> dict[str, str]:
-    result = {}
-    for value in values or []:
-        key, separator, replacement = value.partition("=")
-        if not separator or not key:
-            raise typer.BadParameter(f"expected TAG=VALUE, got {value!r}", param_hint="--path")
-        result[key] = replacement
-    return result
 
 
 def train(
@@ -98,7 +82,7 @@ def train(
         TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), console=console,
     )  # fmt: skip
     try:
-        config = DataConfig.load(data, overrides=_path_overrides(path))
+        config = DataConfig.load(data, overrides=path_replacements(path))
         commander = ExperimentCommander(
             parameters, config, experiment_name=experiment, progress_dir=progress_dir,
             work_dir=work_dir, overrides=override or [], seed=seed, cpu_count=cpu,
@@ -107,7 +91,7 @@ def train(
         with progress:
             summary = commander.execute()
     except DigipathError as error:
-        _fail(error)
+        fail(error)
     metric = commander.training.metric
     console.print(
         f"{commander.name}: best {metric} {summary['best_metric']:.4g} at epoch "
@@ -194,7 +178,7 @@ def update_network(
             written = migrate(model, output)
         document = read_header(written)
     except DigipathError as error:
-        _fail(error)
+        fail(error)
     console.print(
         f"{written}: {document['model']['type']} model, format version "
         f"{document['format_version']}, {document['classes']} classes",
