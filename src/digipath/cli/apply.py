@@ -88,7 +88,12 @@ def apply(
     ],
     spacing: Annotated[float, typer.Option("--spacing", "-l", help="Processing spacing in µm/px.")],
     mask: Annotated[
-        str | None, typer.Option("--mask", "-m", help="Mask file or template with {image}.")
+        str | None,
+        typer.Option(
+            "--mask",
+            "-m",
+            help="Mask file, template with {image}, or 'auto' (tissue detected per slide).",
+        ),
     ] = None,
     tile_size: Annotated[int, typer.Option("--tile-size", "-p", min=16)] = 1024,
     batch_size: Annotated[int, typer.Option(min=1, help="Tiles per forward pass.")] = 4,
@@ -194,7 +199,7 @@ def apply(
     jobs, skipped = [], []
     for image, listed_mask in slides:
         mask_path = listed_mask
-        if mask is not None:
+        if mask is not None and mask != "auto":
             mask_path = _format(mask, image, None, model) if "{" in mask else Path(mask)
             if not mask_path.exists():
                 skipped.append(JobResult(Job(str(image), ""), "skipped", f"no mask {mask_path}"))
@@ -218,6 +223,7 @@ def apply(
         if value is not None:
             options[key] = str(value)
     options["keep_copies"] = keep_copies
+    options["auto_mask"] = mask == "auto"
     chain = {
         "output_spacing": output_spacing, "soft": soft and not confidence,
         "confidence": confidence, "region_diagonal_um": region_diagonal,

@@ -84,6 +84,7 @@ def run_job(model_path: str, job: Job, options: Mapping[str, Any], device: str |
     work_dir = options.pop("work_dir", None)
     copy_dir = options.pop("copy_dir", None)
     keep_copies = options.pop("keep_copies", False)
+    auto_mask = options.pop("auto_mask", False)
     final = job.output
     vector = os.path.splitext(job.output)[1].lower() in (".geojson", ".json", ".xml")
     copies: list[str] = []
@@ -101,6 +102,14 @@ def run_job(model_path: str, job: Job, options: Mapping[str, Any], device: str |
                     shutil.copy2(path, copied)
                     copies.append(copied)
                     job = replace(job, **{name: copied})
+        if auto_mask and job.mask is None:  # a tissue mask computed from the slide itself
+            from digipath.tissue import quality_mask, write_mask
+
+            found = quality_mask(job.image)
+            mask_path = f"{os.path.splitext(final)[0]}_tissue.tif"
+            os.makedirs(os.path.dirname(os.path.abspath(mask_path)), exist_ok=True)
+            write_mask(mask_path, found.tissue.astype("uint8"), found.spacing)
+            job = replace(job, mask=mask_path)
         if work_dir:  # write locally, move to the target when complete
             os.makedirs(work_dir, exist_ok=True)
             if os.path.exists(final) and not options.get("overwrite"):
