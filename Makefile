@@ -32,6 +32,7 @@ bench: venv
 	$(PY) benchmarks/batches.py
 	$(PY) benchmarks/train_step.py
 	$(PY) benchmarks/apply.py
+	$(PY) benchmarks/tissue.py
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache .ruff_cache .hypothesis
