@@ -79,6 +79,10 @@ def test_histolab_tiles_are_told_apart(test_data):
     for name in ("no-tissue-green-pen.png", "no-tissue-red-pen.png"):
         tissue_share, pen_share = measure(name)
         assert pen_share > 0.2 and tissue_share < 0.1, name
+    blue = pen_marks(rgb(folder / "wsi-blue-pen.png"), 8.0, min_um2=0)["blue"]
+    assert blue.mean() > 0.01  # the blue ink of the thumbnail
+    for name in ("tissue-level0-4302-10273-4814-10785.png", "high-nuclei-score-level0.png"):
+        assert pen_marks(rgb(folder / name), 1.0)["blue"].mean() == 0, name  # haematoxylin
 
 
 def test_labels_and_bad_input():

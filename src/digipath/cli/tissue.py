@@ -14,7 +14,7 @@ from digipath.cli.console import console
 from digipath.errors import DigipathError
 
 OVERLAY_COLOURS = {1: (40, 170, 60), 2: (0, 200, 200), 3: (230, 30, 30), 4: (30, 30, 30),
-                   5: (240, 200, 0)}  # fmt: skip
+                   5: (240, 200, 0), 6: (30, 60, 230)}  # fmt: skip
 
 
 def _overlay(thumbnail: np.ndarray, labels: np.ndarray, path: Path) -> None:
@@ -75,7 +75,7 @@ def tissue_mask(
                 table.add_row(Path(entry["slide"]).name, "[red]failed[/red]", "", "", "", "",
                               entry["error"])  # fmt: skip
                 continue
-            pen = entry["pen green mm2"] + entry["pen red mm2"]
+            pen = entry["pen green mm2"] + entry["pen red mm2"] + entry["pen blue mm2"]
             table.add_row(Path(entry["slide"]).name, f"{entry['tissue fraction']:.1%}",
                           f"{entry['tissue mm2']:.2f}", f"{pen:.2f}", f"{entry['edge mm2']:.2f}",
                           f"{entry['blur mm2']:.2f}", entry["mask"])  # fmt: skip

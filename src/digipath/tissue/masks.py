@@ -8,8 +8,9 @@ thumbnail or a coarse level — and return boolean ``(rows, cols)`` masks; sizes
   saturated; glass, dust shadows and grey background are not), then small objects and holes
   removed by area and an optional dilation;
 * :func:`pen_marks` — ink colours H&E does not produce: green and blue-green (hue 35-100 in
-  OpenCV's 0-180 scale, saturation >= 40), and saturated red (hue >= 170 or <= 6, saturation
-  >= 110; eosin's pink is hue 155-165 and far less saturated). Each colour is its own mask;
+  OpenCV's 0-180 scale, saturation >= 40), saturated red (hue >= 170 or <= 6, saturation
+  >= 110; eosin's pink is hue 155-165 and far less saturated) and saturated blue (hue 101-124,
+  saturation >= 100; haematoxylin is purple, hue 125-160). Each colour is its own mask;
 * :func:`edges` — coverslip edges and slide borders: dark, unsaturated pixels (saturation <= 45,
   value <= 170) in long thin connected components (length >= ``min_length`` µm, width < a
   quarter of the length);
@@ -28,7 +29,7 @@ from scipy import ndimage
 from skimage.filters import threshold_otsu
 from skimage.measure import label, regionprops
 
-PEN_COLOURS = ("green", "red")
+PEN_COLOURS = ("green", "red", "blue")
 
 
 def _check(image: np.ndarray, spacing: float) -> np.ndarray:
@@ -110,12 +111,13 @@ def _touching_border(mask: np.ndarray) -> np.ndarray:
 
 
 def pen_marks(image: np.ndarray, spacing: float, min_um2: float = 2_000.0) -> dict[str, np.ndarray]:
-    """Ink by colour: ``{"green": mask, "red": mask}`` (see the module docstring)."""
+    """Ink by colour: ``{"green": mask, "red": mask, "blue": mask}`` (module docstring)."""
     image = _check(image, spacing)
     hue, saturation, _ = _hsv(image)
     found = {
         "green": (hue >= 35) & (hue <= 100) & (saturation >= 40),
         "red": ((hue >= 170) | (hue <= 6)) & (saturation >= 110),
+        "blue": (hue > 100) & (hue <= 124) & (saturation >= 100),
     }
     smallest = min_um2 / (spacing * spacing)
     return {colour: _remove_small(mask, smallest) for colour, mask in found.items()}

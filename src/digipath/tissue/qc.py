@@ -1,10 +1,10 @@
 """A slide's quality-control mask: tissue and artefacts as label values, with a summary.
 
 :func:`quality_mask` reads a slide at a coarse spacing (8 µm/px by default) and labels every
-pixel: 0 background, 1 tissue, 2 green/blue pen, 3 red pen, 4 coverslip edge or slide border,
-5 blurred tissue (artefacts take precedence over tissue). :func:`write_mask` writes it as a
-pyramidal TIFF at that spacing, usable directly as the ``mask`` of ``apply`` (tissue = label 1:
-give ``labels == 1`` or use the ``tissue`` file) and of the patch sampler.
+pixel: 0 background, 1 tissue, 2 green pen, 3 red pen, 4 coverslip edge or slide border,
+5 blurred tissue, 6 blue pen (artefacts take precedence over tissue). :func:`write_mask`
+writes it as a pyramidal TIFF at that spacing, usable directly as the ``mask`` of ``apply``
+and of the patch sampler (:func:`tissue_mask` writes the tissue alone as 1).
 """
 
 from __future__ import annotations
@@ -17,7 +17,10 @@ import numpy as np
 from digipath.io import ImageReader, ImageWriter
 from digipath.tissue import masks
 
-LABELS = {"background": 0, "tissue": 1, "pen green": 2, "pen red": 3, "edge": 4, "blur": 5}
+LABELS = {
+    "background": 0, "tissue": 1, "pen green": 2, "pen red": 3, "edge": 4, "blur": 5,
+    "pen blue": 6,
+}  # fmt: skip
 """Label value of each kind in a quality-control mask."""
 
 
@@ -38,6 +41,25 @@ class QualityMask:
     def tissue_fraction(self) -> float:
         """Share of the slide area that is usable tissue."""
         return float(self.tissue.mean())
+
+
+def tissue_mask(
+    reader: ImageReader | str | os.PathLike[str],
+    spacing: float = 8.0,
+    output: str | os.PathLike[str] | None = None,
+    *,
+    qc: bool = False,
+    **options,
+) -> QualityMask:
+    """The :func:`quality_mask` of a slide, written to ``output`` when given.
+
+    The file holds the tissue as 1 (or, with ``qc``, every label) at the mask's spacing.
+    """
+    result = quality_mask(reader, spacing, **options)
+    if output is not None:
+        labels = result.labels if qc else result.tissue.astype(np.uint8)
+        write_mask(output, labels, result.spacing)
+    return result
 
 
 def quality_mask(
@@ -62,7 +84,7 @@ def quality_mask(
     image = image[..., :3].astype(np.uint8, copy=False)
     pens = masks.pen_marks(image, actual)
     edge = masks.edges(image, actual)
-    artefacts = pens["green"] | pens["red"] | edge
+    artefacts = pens["green"] | pens["red"] | pens["blue"] | edge
     tissue = masks.tissue(image, actual, exclude=artefacts, **tissue_options)
     blurred = masks.blur(image, actual, tissue) if blur_check else np.zeros_like(tissue)
     labels = np.zeros((rows, cols), np.uint8)
@@ -70,6 +92,7 @@ def quality_mask(
     labels[blurred] = LABELS["blur"]
     labels[pens["green"]] = LABELS["pen green"]
     labels[pens["red"]] = LABELS["pen red"]
+    labels[pens["blue"]] = LABELS["pen blue"]
     labels[edge] = LABELS["edge"]
     areas = {
         name: masks.area_mm2(labels == value, actual)
