@@ -1,0 +1,1 @@
+"""RADHicaL: resolution-adaptive hierarchical inference (one cheap classifier per magnification)."""
