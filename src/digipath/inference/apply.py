@@ -123,14 +123,15 @@ class _Strips:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _mask_reader(mask, spacing: float, tolerance: float):
+def _mask_reader(mask, spacing: float, tolerance: float, values=None):
     reader = mask if isinstance(mask, ImageReader) else ImageReader(mask)
     spacings = [s for s in reader.spacings if s is not None]
     if not spacings:
         raise ModelError(f"{reader.path}: the mask states no pixel spacing")
     coarser_or_equal = [s for s in spacings if s >= spacing * (1 - tolerance)]
     mask_spacing = min(coarser_or_equal) if coarser_or_equal else spacing
-    return reader, reader.refine(mask_spacing, tolerance)
+    values = None if values is None else np.asarray(sorted(int(v) for v in values))
+    return reader, reader.refine(mask_spacing, tolerance), values
 
 
 def apply_network(
@@ -140,6 +141,7 @@ def apply_network(
     *,
     spacing: float,
     mask: str | os.PathLike[str] | ImageReader | None = None,
+    mask_values: Sequence[int] | None = None,
     tile_size: int = 1024,
     batch_size: int = 4,
     output_class: int | None = None,
@@ -172,6 +174,9 @@ def apply_network(
         Processing spacing in µm/px (the level read; the output has this spacing).
     mask
         Optional tissue mask: tiles whose mask region is 0 are skipped and output 0.
+    mask_values
+        The mask values that mark pixels to compute (default: every value > 0), e.g.
+        ``(1,)`` for one label of a label map.
     tile_size
         Input tile side in pixels.
     batch_size
@@ -211,9 +216,9 @@ def apply_network(
         owned.append(mask)
     try:
         return _apply(
-            model, image, output, spacing, mask, tile_size, batch_size, output_class, soft,
-            quantize, normalizer, channels, padding, fill, overlap, blending, augment,
-            tolerance, overwrite, read_threads, progress, started,
+            model, image, output, spacing, mask, mask_values, tile_size, batch_size,
+            output_class, soft, quantize, normalizer, channels, padding, fill, overlap,
+            blending, augment, tolerance, overwrite, read_threads, progress, started,
         )  # fmt: skip
     finally:
         for opened in owned:
@@ -221,8 +226,8 @@ def apply_network(
 
 
 def _apply(
-    model, reader, output, spacing, mask, tile_size, batch_size, output_class, soft, quantize,
-    normalizer, channels, padding, fill, overlap, blending, augment, tolerance, overwrite,
+    model, reader, output, spacing, mask, mask_values, tile_size, batch_size, output_class, soft,
+    quantize, normalizer, channels, padding, fill, overlap, blending, augment, tolerance, overwrite,
     read_threads, progress, started,
 ) -> ApplyResult:  # fmt: skip
     """The body of :func:`apply_network`, on open readers."""
@@ -240,12 +245,13 @@ def _apply(
     classes = model.classes
     if output_class is not None and not 0 <= output_class < classes:
         raise ValueError(f"output_class must be in 0..{classes - 1}, got {output_class}")
-    masks = _mask_reader(mask, actual, tolerance) if mask is not None else None
+    masks = _mask_reader(mask, actual, tolerance, mask_values) if mask is not None else None
     signature = {
         "image": os.path.abspath(reader.path), "spacing": actual, "tile": tile_size,
         "overlap": overlap, "blending": blending, "soft": soft, "quantize": quantize,
         "output_class": output_class, "augment": augment, "padding": padding, "fill": fill,
         "mask": None if masks is None else os.path.abspath(masks[0].path),
+        "mask values": None if mask_values is None else sorted(int(v) for v in mask_values),
         "model": model.type, "parameters": model.parameters(),
         "weights": hashlib.sha256(
             b"".join(p.detach().cpu().numpy().tobytes() for p in model.module.parameters())
@@ -405,8 +411,11 @@ def _apply(
 
 
 def _read_mask(masks, top: int, height: int, width: int, spacing: float) -> np.ndarray:
-    """The mask over output rows ``[top, top + height)`` and ``width`` columns, > 0 as bool."""
-    reader, mask_spacing = masks
+    """The mask over output rows ``[top, top + height)`` and ``width`` columns as bool.
+
+    True where the mask is > 0, or holds one of the mask values when they are given.
+    """
+    reader, mask_spacing, values = masks
     scale = spacing / mask_spacing  # mask pixels per output pixel (<= 1 for coarser masks)
     m_top, m_left = int(np.floor(top * scale)), 0
     m_height = max(1, int(np.ceil((top + height) * scale)) - m_top)
@@ -420,7 +429,7 @@ def _read_mask(masks, top: int, height: int, width: int, spacing: float) -> np.n
         cols_index = np.clip(np.floor((np.arange(width) + 0.5) * scale).astype(int), 0,
                              region.shape[1] - 1)  # fmt: skip
         region = region[rows_index[:, None], cols_index[None, :]]
-    return region > 0
+    return region > 0 if values is None else np.isin(region, values)
 
 
 def _block_has_tissue(mask_rows: np.ndarray, c: int, geometry: TileGeometry) -> bool:

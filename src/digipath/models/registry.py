@@ -23,7 +23,8 @@ from torch import nn
 
 from digipath.errors import ModelError
 from digipath.models.base import ModelBase
-from digipath.models.networks import FCN, CifarNet, NatureNet, ResNet, UNet
+from digipath.models.networks import FCN, CifarNet, LevelNet, NatureNet, ResNet, UNet
+from digipath.models.reconstruction import ReconstructionInfo
 
 MODELS: dict[str, type[ModelBase]] = {}
 """Registered model types by name."""
@@ -96,6 +97,33 @@ class CifarModel(NetworkModel):
     """RADHicaL's small CIFAR-style classifier (:class:`~digipath.models.networks.CifarNet`)."""
 
     network_class = CifarNet
+
+
+@register_model("levelnet")
+class LevelNetModel(NetworkModel):
+    """RADHicaL's per-level classifier (:class:`~digipath.models.networks.LevelNet`).
+
+    Trained on patches; applied to a tile of ``T`` pixels it classifies the ``T - s + 1``
+    windows of side ``s`` (``input_size``), output pixel ``i`` standing for input pixel
+    ``i + s // 2``: the lost border is ``s // 2`` at the top/left and ``s // 2 - 1`` at the
+    bottom/right (the reference's window ``r - 16 ... r + 15``).
+    """
+
+    network_class = LevelNet
+
+    def create_network(self) -> nn.Module:
+        if "input_size" not in self.network_parameters and self.input_shape is not None:
+            self.network_parameters["input_size"] = int(self.input_shape[0])  # the patches'
+        return super().create_network()
+
+    def reconstruction_info(self, input_shape: tuple[int, int]) -> ReconstructionInfo:
+        rows, cols = int(input_shape[0]), int(input_shape[1])
+        size = self.module.input_size
+        if rows < size or cols < size:
+            raise ValueError(f"LevelNet needs at least {size} x {size} pixels, got {rows} x {cols}")
+        before, after = size // 2, size - size // 2 - 1
+        output = (rows - size + 1, cols - size + 1)
+        return ReconstructionInfo((rows, cols), output, (before, after, before, after), (1.0, 1.0))
 
 
 @register_model("resnet18")
