@@ -53,7 +53,7 @@ from digipath.training.progress import write_json
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CascadeReport", "LevelReport", "cascade_apply"]
+__all__ = ["CascadeReport", "LevelReport", "cascade_apply", "full_outputs"]
 
 BAND = 512
 """Rows per band of the streamed passes (the writer's tile size)."""
@@ -421,3 +421,40 @@ def _finish(network, decisions, output: Path, shape, spacing, threshold, fill_um
                 for top in range(0, shape[0], BAND)
             )
     return positive[0]
+
+
+def full_outputs(
+    models: Sequence,
+    image: str | os.PathLike[str],
+    folder: str | os.PathLike[str],
+    spacings: Sequence[float],
+    *,
+    mask: str | os.PathLike[str] | None = None,
+    tile_size: int = 256,
+    batch_size: int = 16,
+    read_threads: int = 2,
+    tolerance: float = 0.25,
+    overwrite: bool = False,
+) -> list[Path]:
+    """Every level's probabilities at every pixel, for threshold tuning on validation slides.
+
+    Writes ``<folder>/<image stem>_level_<index>.tif`` (uint8 soft maps, finest first: 2
+    channels at the finest level, 3 elsewhere) and returns their paths. ``mask`` restricts
+    the computation to tissue (0 outside it).
+    """
+    if len(models) != len(spacings):
+        raise ValueError(f"{len(spacings)} levels need {len(spacings)} models, got {len(models)}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = Path(image).name.split(".")[0]
+    paths = []
+    for index, (model, spacing) in enumerate(zip(models, spacings, strict=True)):
+        window = model.module.input_size if hasattr(model.module, "input_size") else 0
+        path = folder / f"{stem}_level_{index}.tif"
+        apply_network(
+            model, image, path, spacing=spacing, mask=mask, soft=True, quantize=True,
+            tile_size=tile_size + max(0, window - 1), batch_size=batch_size,
+            read_threads=read_threads, tolerance=tolerance, overwrite=overwrite,
+        )  # fmt: skip
+        paths.append(path)
+    return paths
