@@ -45,7 +45,9 @@ class _EpochBars:
 
 
 def train(
-    data: Annotated[Path, typer.Argument(help="Data config (YAML or JSON).")],
+    data: Annotated[
+        Path, typer.Argument(help="Data config (YAML or JSON), or a patch database folder.")
+    ],
     parameters: Annotated[Path, typer.Argument(help="Parameter file (YAML).")],
     experiment: Annotated[
         str | None, typer.Option("--experiment", "-e", help="Experiment name (folder, prefix).")
@@ -73,8 +75,13 @@ def train(
         bool, typer.Option("--continue", help="Continue the experiment from its last epoch.")
     ] = False,
 ) -> None:
-    """Train a network as a DigitalPathology parameter file describes (the old trainnetwork)."""
+    """Train a network as a DigitalPathology parameter file describes (the old trainnetwork).
+
+    DATA is a data config (slides) or a patch database folder (its training and validation
+    patches).
+    """
     from digipath.data.config import DataConfig
+    from digipath.data.patch_database import is_database
     from digipath.training.experiment import ExperimentCommander
 
     progress = Progress(
@@ -82,7 +89,15 @@ def train(
         TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), console=console,
     )  # fmt: skip
     try:
-        config = DataConfig.load(data, overrides=path_replacements(path))
+        if is_database(data) or data.is_dir():  # a folder: a (maybe incomplete) database
+            if path:
+                raise typer.BadParameter(
+                    f"{data} is a patch database: --path replaces tags in data configs only",
+                    param_hint="--path",
+                )
+            config = data
+        else:
+            config = DataConfig.load(data, overrides=path_replacements(path))
         commander = ExperimentCommander(
             parameters, config, experiment_name=experiment, progress_dir=progress_dir,
             work_dir=work_dir, overrides=override or [], seed=seed, cpu_count=cpu,

@@ -1,5 +1,12 @@
 """ExperimentCommander: an experiment from a parameter file and a data config, start to end.
 
+The data is a data config (slides, sampled on the fly) or a patch database folder
+(:mod:`digipath.data.patch_database`, e.g. one RADHicaL magnification level): its
+``training`` and ``validation`` purposes feed
+:class:`~digipath.data.database_generator.DatabaseBatchGenerator` s built from the same
+parameter sections; there is no distribution step, and under ``torchrun`` each rank draws from
+its own disjoint share of the patches.
+
 ``ExperimentCommander(parameters, data, experiment_name=..., progress_dir=...).execute()``
 
 1. reads the parameter file, applies the overrides and validates **every** section before any
@@ -7,7 +14,8 @@
    ``system``/``data``/``augmentation`` (the batch generators are built, not started); any
    mistake raises :class:`~digipath.errors.ConfigError` naming its key path;
 2. creates ``<progress_dir>/<experiment name>/`` and writes, prefixed by the experiment name:
-   the parameter file as given, the overrides, the data config (as distributed), the
+   the parameter file as given, the overrides, the data config (as distributed) or, for a
+   patch database, ``<name>_database.yaml`` (its path, classes, patch shape and counts), the
    provenance (package versions, git revision, seed, command line) and the log;
 3. runs :class:`~digipath.training.trainer.NetworkTrainer`, which writes the best and last
    model files and states, the progress CSV and plot; with ``resume=True`` it continues from
@@ -32,7 +40,8 @@ from typing import Any
 import yaml
 
 from digipath.data.config import DataConfig
-from digipath.data.generator_config import batch_generators, load_parameters
+from digipath.data.generator_config import as_database, batch_generators, load_parameters
+from digipath.data.patch_database import PatchDatabase
 from digipath.errors import ConfigError
 from digipath.models.config import model_from_config
 from digipath.training.distributed import setup, shard
@@ -85,7 +94,9 @@ class ExperimentCommander:
     parameters
         The parameter file (path) or its mapping.
     data
-        The data config (path or :class:`~digipath.data.config.DataConfig`).
+        The data config (path or :class:`~digipath.data.config.DataConfig`), or a patch
+        database (:class:`~digipath.data.patch_database.PatchDatabase` or its folder) with
+        ``training`` and ``validation`` purposes.
     experiment_name
         Folder and file prefix (default ``experiment_YYYY-mm-dd_HH-MM``).
     progress_dir
@@ -112,7 +123,7 @@ class ExperimentCommander:
     def __init__(
         self,
         parameters: str | os.PathLike[str] | Mapping[str, Any],
-        data: str | os.PathLike[str] | DataConfig,
+        data: str | os.PathLike[str] | DataConfig | PatchDatabase,
         *,
         experiment_name: str | None = None,
         progress_dir: str | os.PathLike[str] = ".",
@@ -137,8 +148,13 @@ class ExperimentCommander:
             raise ConfigError(
                 str(unknown[0]), f"unknown section; valid: {', '.join(SECTIONS)}", self.source
             )
-        self.data_source = None if isinstance(data, DataConfig) else os.fspath(data)
-        self.data = data if isinstance(data, DataConfig) else DataConfig.load(data)
+        self.database = None if isinstance(data, DataConfig) else as_database(data)
+        if self.database is not None:
+            self.data_source = os.fspath(self.database.folder)
+            self.data: DataConfig | PatchDatabase = self.database
+        else:
+            self.data_source = None if isinstance(data, DataConfig) else os.fspath(data)
+            self.data = data if isinstance(data, DataConfig) else DataConfig.load(data)
         stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M")
         self.name = experiment_name or f"experiment_{stamp}"
         if not self.name or os.sep in self.name:
@@ -154,8 +170,14 @@ class ExperimentCommander:
         self.ranks = setup(device)
         self._validate()
 
-    def _rank_data(self) -> DataConfig:
-        """The data this rank samples: split by purpose (the same on every rank), then dealt."""
+    def _rank_data(self) -> DataConfig | PatchDatabase:
+        """The data this rank samples: split by purpose (the same on every rank), then dealt.
+
+        A patch database is used as it is; its patches are dealt by the generators.
+        """
+        if self.database is not None:
+            self.distributed_data = None
+            return self.database
         data = self.data
         if data.distribution is None:
             ratios = (self.parameters.get("data") or {}).get("purposes") or {
@@ -175,6 +197,7 @@ class ExperimentCommander:
         self.generators = batch_generators(
             self.parameters, self.data, ["training", "validation"], cpu_count=self.cpu_count,
             seed=self.seed + 7919 * self.ranks.rank, source=self.source,
+            shard=(self.ranks.rank, self.ranks.world_size) if self.ranks.distributed else None,
         )  # fmt: skip
         for purpose, generator in self.generators.items():
             iterations = self.training.iterations[purpose]
@@ -204,6 +227,8 @@ class ExperimentCommander:
             "patch_shapes": first.patch_shapes,
             "normalization": (self.parameters.get("data") or {}).get("normalization"),
         }
+        if self.database is not None and labels.get("label map") is None:
+            self.header["class_names"] = list(self.database.classes)
 
     def _write_inputs(self) -> None:
         prefix = self.directory / self.name
@@ -211,11 +236,35 @@ class ExperimentCommander:
         write_atomic(f"{prefix}_parameters.yaml", yaml.safe_dump(given, sort_keys=False))
         overrides = self.overrides if isinstance(self.overrides, Mapping) else list(self.overrides)
         write_atomic(f"{prefix}_overrides.yaml", yaml.safe_dump(overrides, sort_keys=False))
-        self.distributed_data.save(f"{prefix}_data.yaml")
+        if self.database is not None:
+            write_atomic(
+                f"{prefix}_database.yaml", yaml.safe_dump(self._database_record(), sort_keys=False)
+            )
+        else:
+            self.distributed_data.save(f"{prefix}_data.yaml")
         record = provenance_record(self.seed)
         record["parameter file"] = self.source
         record["data file"] = self.data_source
         write_atomic(f"{prefix}_repo.yaml", yaml.safe_dump(record, sort_keys=False))
+
+    def _database_record(self) -> dict[str, Any]:
+        """What the experiment trained from: the database's path, classes, shape and counts."""
+        database = self.database
+        assert database is not None
+        return {
+            "patch database": str(Path(database.folder).resolve()),
+            "classes": list(database.classes),
+            "patch shape": list(database.patch_shape),
+            "channels": database.channels,
+            "spacing": database.spacing,
+            "purposes": {
+                purpose: {
+                    "count": database.count(purpose),
+                    "label counts": database.label_counts(purpose),
+                }
+                for purpose in database.purposes
+            },
+        }
 
     def _sync(self, source: Path, target: Path) -> None:
         """Copy the experiment's files from ``source`` to ``target`` (no-op without work dir)."""
