@@ -4,7 +4,8 @@ RADHicaL trains the same small network once per magnification, on that level's p
 database (``digipath radhical patches``). :func:`train_levels` runs one
 :class:`~digipath.training.ExperimentCommander` per level: the parameter file is a normal
 experiment file plus a ``levels`` section of per-level overrides, merged key by key into the
-other sections::
+other sections (``label ratios``, ``label map`` and ``patch shapes`` are replaced whole, as by
+the command line's overrides)::
 
     model: {type: levelnet, widths: [32, 32, 64]}
     training: {epoch count: 20, ...}
@@ -41,6 +42,7 @@ from typing import Any
 import yaml
 
 from digipath.errors import ConfigError
+from digipath.training.parameters import REPLACED_WHOLE
 from digipath.training.progress import write_atomic
 
 logger = logging.getLogger(__name__)
@@ -75,7 +77,11 @@ def level_databases(folder: str | os.PathLike[str]) -> list[tuple[int, float, Pa
 def _merge(base: dict, override: Mapping) -> dict:
     result = copy.deepcopy(base)
     for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(result.get(key), dict):
+        if (
+            isinstance(value, Mapping)
+            and isinstance(result.get(key), dict)
+            and key not in REPLACED_WHOLE
+        ):
             result[key] = _merge(result[key], value)
         else:
             result[key] = copy.deepcopy(value)
