@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from digipath.cli import annotations, apply, augment, data, info, tissue, tools, train
+from digipath.cli import annotations, apply, augment, data, info, radhical, tissue, tools, train
 
 app = typer.Typer(
     name="digipath",
@@ -35,6 +35,7 @@ app.command(name="threshold")(tools.threshold)
 app.command(name="zoom")(tools.zoom)
 app.command(name="overlay")(tools.overlay)
 app.command(name="tissue-mask")(tissue.tissue_mask)
+app.add_typer(radhical.app, name="radhical")
 
 
 @app.callback()
