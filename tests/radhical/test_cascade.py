@@ -32,7 +32,8 @@ def test_cascade_computes_far_less_at_the_same_fscore(tmp_path, generated_slide,
     cascade_scores = nucleus_scores(_read(tmp_path / "cascade.tif"), slide.mask)
     assert naive.compute_fraction == 1.0
     assert cascade.compute_fraction < 0.15
-    assert cascade.levels[0].computed_tiles < naive.levels[0].computed_tiles / 2
+    assert cascade.levels[0].network_pixels < naive.levels[0].network_pixels / 4
+    assert cascade.compute_saved > 0.5 and naive.compute_saved == 0
     assert cascade_scores.f_score >= naive_scores.f_score - 0.03
     assert cascade_scores.detection_rate >= naive_scores.detection_rate - 0.05
     report = json.loads((tmp_path / "report.json").read_text())
@@ -51,7 +52,9 @@ def test_one_level_is_apply_then_threshold(tmp_path, generated_slide, darkness_m
                   quantize=True, tile_size=255)  # fmt: skip
     with ImageReader(tmp_path / "soft.tif") as reader:
         soft = reader.read(0.25, 0, 0, *reader.shapes[0])
-    np.testing.assert_array_equal(_read(tmp_path / "naive.tif"), soft[..., 1] >= 0.5 * 255)
+    # regions and tiles give the same probabilities (a valid network), up to float rounding
+    different = _read(tmp_path / "naive.tif") != (soft[..., 1] >= 0.5 * 255)
+    assert different.mean() < 1e-4
 
 
 def test_forced_pixels_skip_compute_and_propagate(tmp_path, generated_slide):
@@ -98,24 +101,30 @@ def test_interrupted_run_resumes_from_the_finished_levels(
     from digipath.radhical import cascade as module
 
     calls = []
-    original = module.apply_network
+    armed = [True]
+    original = module.RegionClassifier.classify
 
-    def failing(model, *arguments, **options):
-        calls.append(options["spacing"])
-        if len(calls) == 3:
+    def failing(self, prepared):
+        calls.append(self.spacing)
+        if armed[0] and calls.count(0.25) == 5:  # in the middle of the finest level
             raise KeyboardInterrupt
-        return original(model, *arguments, **options)
+        return original(self, prepared)
 
-    monkeypatch.setattr(module, "apply_network", failing)
+    monkeypatch.setattr(module.RegionClassifier, "classify", failing)
     with pytest.raises(KeyboardInterrupt):
         cascade_apply(darkness_models, image, tmp_path / "out.tif", THRESHOLDS)
     assert not (tmp_path / "out.tif").exists()
-    monkeypatch.setattr(module, "apply_network", original)
+    folder = tmp_path / ".out.tif.levels"
+    assert (folder / "level_1.tif").exists()  # the coarse levels are done
+    assert list(folder.glob("level_0_band_*.npz"))  # and the finest level's first bands
+    calls.clear()
+    armed[0] = False
     resumed = cascade_apply(darkness_models, image, tmp_path / "out.tif", THRESHOLDS)
+    assert 0.5 not in calls  # the finished levels were not recomputed
     again = cascade_apply(darkness_models, image, tmp_path / "fresh.tif", THRESHOLDS)
     np.testing.assert_array_equal(_read(tmp_path / "out.tif"), _read(tmp_path / "fresh.tif"))
-    assert [level.computed_tiles for level in resumed.levels] == [
-        level.computed_tiles for level in again.levels
+    assert [level.network_pixels for level in resumed.levels] == [
+        level.network_pixels for level in again.levels
     ]
 
 

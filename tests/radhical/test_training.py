@@ -67,6 +67,7 @@ def test_level_parameters_merge_the_overrides():
     assert second["training"]["epoch count"] == 1
     assert second["training"]["metric name"] == "validation accuracy"  # the rest is kept
     assert PARAMETERS["training"]["epoch count"] == 2  # the file's mapping is not changed
+    assert PARAMETERS["data"]["images"]["patch shapes"] == {1.0: [32, 32]}
     with pytest.raises(ConfigError, match=r"levels\.0"):
         level_parameters({**PARAMETERS, "levels": {0: "fast"}}, 0, 0.25)
 

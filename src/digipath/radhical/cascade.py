@@ -1,16 +1,16 @@
 """Cascade inference: coarse levels decide where the finer levels compute.
 
 :func:`cascade_apply` runs one classifier per level (a :class:`~digipath.models.ModelBase`
-such as ``levelnet``, trained on that level's patches), from the coarsest level to the finest:
+such as ``levelnet``, trained on that level's patches), from the coarsest level to the finest,
+each level in bands of rows:
 
 1. the **coarsest** level computes every pixel (every tissue pixel with a mask);
 2. each **finer** level resizes the previous level's output to its own shape and decides per
    pixel (:mod:`digipath.radhical.decisions`): forced positive when P(all-positive) >=
    ``upper``, computed when P(mixed) + P(all-positive) >= ``lower``, negative otherwise;
-3. the computed pixels are classified by a fully convolutional pass of the level's network
-   over the tiles that contain at least one of them
-   (:func:`~digipath.inference.apply_network` with the decision map as its mask: the other
-   tiles are never read), with its threads, batching and resumable strips;
+3. the computed pixels are covered by rectangles of small cells and the level's network runs
+   as a fully convolutional pass over each rectangle (:mod:`digipath.radhical.sparse`; the
+   image outside them is never read), with regions read ahead by threads;
 4. the level's output is the network's probabilities at computed pixels, ``(0, 0, 1)`` at
    forced pixels, ``(1, 0, 0)`` elsewhere (uint8, 0-255, as the reference's PNGs);
 5. at the **finest** level the result is ``P(positive) >= final`` at computed pixels, or
@@ -18,21 +18,28 @@ such as ``levelnet``, trained on that level's patches), from the coarsest level 
 
 Every map is a pyramidal TIFF streamed in bands of rows (memory does not grow with the slide);
 the intermediate maps live in ``.<output name>.levels/`` beside the output and are removed
-when the output is written (unless ``keep_levels``). A run interrupted at a level resumes there:
-finished level maps are reused when the settings (models, thresholds, image, mask) are the
-same. The :class:`CascadeReport` counts pixels and tiles computed per level, the compute saved
+when the output is written (unless ``keep_levels``). An interrupted run resumes where it
+stopped: finished levels and the finished bands of the current level are kept while the
+settings (models, thresholds, image, mask) are the same. The :class:`CascadeReport` counts
+pixels computed, regions and the input pixels the networks read per level, the compute saved
 against the naive run (every pixel at the finest level) and the wall times.
+
+:func:`full_outputs` computes every level at every pixel (with
+:func:`~digipath.inference.apply_network`) for the threshold search on validation slides.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
 import shutil
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -49,6 +56,7 @@ from digipath.radhical.decisions import (
     level_output,
     resize_rows,
 )
+from digipath.radhical.sparse import RegionClassifier, compute_regions
 from digipath.training.progress import write_json
 
 logger = logging.getLogger(__name__)
@@ -61,16 +69,19 @@ BAND = 512
 
 @dataclass
 class LevelReport:
-    """What one level did. Pixel counts are at the level's own spacing."""
+    """What one level did. Pixel counts are at the level's own spacing.
+
+    ``network_pixels`` counts the input pixels the network read (the computed regions with
+    their window margins): the network's actual work.
+    """
 
     spacing: float
     shape: tuple[int, int]
     pixels: int
     computed_pixels: int = 0
     forced_pixels: int = 0
-    tiles: int = 0
-    computed_tiles: int = 0
-    tile_pixels: int = 0
+    regions: int = 0
+    network_pixels: int = 0
     seconds: float = 0.0
 
 
@@ -79,15 +90,17 @@ class CascadeReport:
     """The cascade's result: per level (finest first), totals and the saving.
 
     ``compute_fraction`` is the computed pixels of all levels over the finest level's pixels
-    (each level's network costs the same per pixel); ``tile_fraction`` the same with the pixels
-    of the tiles actually run through the networks. ``compute_saved`` is ``1 -
-    tile_fraction``: the share of the naive run's network work not done.
+    (each level's network costs the same per pixel); ``network_fraction`` the same with the
+    input pixels the networks read (margins included). ``compute_saved`` is ``1 -
+    network_fraction / naive``, where the naive run reads every finest pixel plus the margins
+    of ``max_region``-sized regions.
     """
 
     output: str
     levels: list[LevelReport] = field(default_factory=list)
     seconds: float = 0.0
     naive_pixels: int = 0
+    naive_network_pixels: int = 0
     positive_pixels: int = 0
 
     @property
@@ -96,13 +109,14 @@ class CascadeReport:
         return computed / max(1, self.naive_pixels)
 
     @property
-    def tile_fraction(self) -> float:
-        computed = sum(level.tile_pixels for level in self.levels)
+    def network_fraction(self) -> float:
+        computed = sum(level.network_pixels for level in self.levels)
         return computed / max(1, self.naive_pixels)
 
     @property
     def compute_saved(self) -> float:
-        return 1.0 - self.tile_fraction
+        computed = sum(level.network_pixels for level in self.levels)
+        return 1.0 - computed / max(1, self.naive_network_pixels)
 
     def to_dict(self) -> dict:
         """JSON form, with the derived fractions."""
@@ -110,9 +124,10 @@ class CascadeReport:
             "output": self.output,
             "seconds": self.seconds,
             "naive pixels": self.naive_pixels,
+            "naive network pixels": self.naive_network_pixels,
             "positive pixels": self.positive_pixels,
             "compute fraction": self.compute_fraction,
-            "tile fraction": self.tile_fraction,
+            "network fraction": self.network_fraction,
             "compute saved": self.compute_saved,
             "levels": [asdict(level) for level in self.levels],
         }
@@ -145,7 +160,7 @@ def _read_band(reader: ImageReader, top: int, height: int) -> np.ndarray:
     return reader.read(spacing, top, 0, height, reader.shapes[0][1], interpolation="nearest")
 
 
-def _signature(models, thresholds: Thresholds, image: str, mask, tiles, fill: float | None):
+def _signature(models, thresholds: Thresholds, image: str, mask, regions, fill: float | None):
     weights = []
     for model in models:
         digest = hashlib.sha256()
@@ -154,7 +169,7 @@ def _signature(models, thresholds: Thresholds, image: str, mask, tiles, fill: fl
         weights.append(digest.hexdigest())
     return {
         "image": os.path.abspath(image), "mask": None if mask is None else os.path.abspath(mask),
-        "thresholds": thresholds.to_dict(), "weights": weights, "tiles": tiles,
+        "thresholds": thresholds.to_dict(), "weights": weights, "regions": regions,
         "fill holes": fill,
     }  # fmt: skip
 
@@ -177,8 +192,8 @@ def cascade_apply(
     thresholds: Thresholds,
     *,
     mask: str | os.PathLike[str] | None = None,
-    tile_size: int | Sequence[int] = (128, 256),
-    batch_size: int = 16,
+    cell: int = 32,
+    max_region: int = 512,
     fill_holes_um: float | None = 20.0,
     keep_levels: bool = False,
     overwrite: bool = False,
@@ -193,7 +208,8 @@ def cascade_apply(
     ----------
     models
         One built model per level, finest first (the spacings of ``thresholds``); the finest
-        has 2 classes (negative, positive), the others 3 (negative, mixed, all-positive).
+        has 2 classes (negative, positive), the others 3 (negative, mixed, all-positive). Each
+        network must keep the resolution with a fixed window (``levelnet``).
     image
         The slide.
     output
@@ -204,27 +220,25 @@ def cascade_apply(
         tune``). A single level is the naive run: every pixel at that spacing.
     mask
         Optional tissue mask: the coarsest level computes only its pixels (> 0).
-    tile_size
-        Output pixels per tile side, one for every level or one per level (finest first; the
-        last one repeats for the coarser levels): small tiles at the finest level follow the
-        compute map closely. The input tiles are larger by the network's window.
-    batch_size
-        Tiles per forward pass.
+    cell, max_region
+        The pixels to compute are covered by rectangles of ``cell``-pixel cells, at most
+        ``max_region`` pixels a side (:func:`~digipath.radhical.sparse.compute_regions`);
+        the network runs once per rectangle.
     fill_holes_um
         Fill holes in the result whose bounding-box diagonal is at most this many µm
         (``None``: keep them).
     keep_levels
-        Keep the per-level maps (decisions, probabilities) in ``.<output>.levels/``.
+        Keep the per-level maps (decisions, outputs) in ``.<output>.levels/``.
     overwrite
         Recompute an existing output.
     read_threads
-        Threads reading tiles ahead of each network.
+        Threads reading regions ahead of the network.
     tolerance
         Relative spacing tolerance.
     report
         Also write the report as JSON here.
     progress
-        ``callback(level index, done tiles, total tiles)`` (levels are run coarsest first).
+        ``callback(level index, done bands, total bands)`` (levels run coarsest first).
 
     Returns
     -------
@@ -245,10 +259,6 @@ def cascade_apply(
                 f"level {index} ({spacings[index]} µm/px): expected a {expected}-class model, "
                 f"got {model.classes} classes"
             )
-    sizes = [int(tile_size)] if isinstance(tile_size, int) else [int(t) for t in tile_size]
-    if not sizes or min(sizes) < 1:
-        raise ValueError(f"tile_size must be positive pixels, got {tile_size!r}")
-    sizes = (sizes + [sizes[-1]] * len(spacings))[: len(spacings)]
     result = CascadeReport(str(output))
     if output.exists() and not overwrite:
         logger.info("%s exists: not recomputed (use overwrite)", output)
@@ -261,63 +271,52 @@ def cascade_apply(
             thresholds,
             os.fspath(image),
             None if mask is None else os.fspath(mask),
-            tile_size,
+            [cell, max_region],
             fill_holes_um,
         ),
     )
     with ImageReader(image) as reader:
         shapes = [reader.shape(s, tolerance) for s in spacings]
         actual = [reader.refine(s, tolerance) for s in spacings]
-    result.naive_pixels = shapes[0][0] * shapes[0][1]
-    previous: Path | None = None
-    for index in range(len(spacings) - 1, -1, -1):
-        level_started = time.perf_counter()
-        shape, spacing = shapes[index], actual[index]
-        level = LevelReport(spacing, shape, shape[0] * shape[1])
-        decisions = folder / f"level_{index}_decisions.tif"
-        counts = folder / f"level_{index}_counts.json"
-        if not (decisions.exists() and counts.exists()):
-            computed, forced = _decide(
-                decisions, shape, spacing, previous, shapes[index + 1] if previous else None,
-                thresholds, index, mask, tolerance,
-            )  # fmt: skip
-            write_json(counts, {"computed": computed, "forced": forced})
-        tally = json.loads(counts.read_text(encoding="utf-8"))
-        level.computed_pixels, level.forced_pixels = tally["computed"], tally["forced"]
-        network = folder / f"level_{index}_network.tif"
-        model = models[index]
-        window = model.module.input_size if hasattr(model.module, "input_size") else 0
-        applied = apply_network(
-            model, image, network, spacing=spacing, mask=decisions, mask_values=(COMPUTE,),
-            tile_size=sizes[index] + max(0, window - 1), batch_size=batch_size, soft=True,
-            quantize=True, read_threads=read_threads, tolerance=tolerance,
-            progress=None if progress is None else (lambda d, t, i=index: progress(i, d, t)),
-        )  # fmt: skip
-        if applied.existed:  # finished by an interrupted run: its counts were saved
+        result.naive_pixels = shapes[0][0] * shapes[0][1]
+        previous: Path | None = None
+        for index in range(len(spacings) - 1, -1, -1):
+            level_started = time.perf_counter()
+            shape, spacing = shapes[index], actual[index]
+            level = LevelReport(spacing, shape, shape[0] * shape[1])
+            classifier = RegionClassifier(models[index], reader, spacing, tolerance=tolerance)
+            if index == 0:
+                everything = [
+                    (t, min(t + BAND, shape[0]), 0, shape[1]) for t in range(0, shape[0], BAND)
+                ]
+                result.naive_network_pixels = sum(
+                    classifier.margin_pixels(r1 - r0, c1 - c0)
+                    for t0, t1, _, w in everything
+                    for r0, r1, c0, c1 in compute_regions(
+                        np.ones((t1 - t0, w), bool), cell, max_region
+                    )
+                )
+            target = folder / f"level_{index}.tif" if index > 0 else folder / "final.tif"
+            counts = folder / f"level_{index}_counts.json"
+            if not (target.exists() and counts.exists()):
+                tally = _run_level(
+                    index, classifier, target, shape, spacing, folder, previous,
+                    shapes[index + 1] if previous is not None else None, thresholds, mask,
+                    tolerance, cell, max_region, read_threads, keep_levels, progress,
+                )  # fmt: skip
+                write_json(counts, tally)
             tally = json.loads(counts.read_text(encoding="utf-8"))
-        else:
-            tally.update(tiles=applied.tiles, computed_tiles=applied.computed)
-            write_json(counts, tally)
-        level.tiles = tally.get("tiles", 0)
-        level.computed_tiles = tally.get("computed_tiles", 0)
-        level.tile_pixels = level.computed_tiles * sizes[index] ** 2
-        combined = folder / f"level_{index}.tif"
-        if index > 0:
-            if not combined.exists():
-                _combine(network, decisions, combined, shape, spacing)
-            previous = combined
-        else:
-            result.positive_pixels = _finish(
-                network, decisions, output, shape, spacing, thresholds.final, fill_holes_um,
-                folder,
+            level.computed_pixels, level.forced_pixels = tally["computed"], tally["forced"]
+            level.regions, level.network_pixels = tally["regions"], tally["network pixels"]
+            previous = target
+            level.seconds = time.perf_counter() - level_started
+            result.levels.insert(0, level)
+            logger.info(
+                "level %d (%.3g µm/px): %d of %d pixels computed, %d forced; %d regions; "
+                "%.1f s", index, spacing, level.computed_pixels, level.pixels,
+                level.forced_pixels, level.regions, level.seconds,
             )  # fmt: skip
-        level.seconds = time.perf_counter() - level_started
-        result.levels.insert(0, level)
-        logger.info(
-            "level %d (%.3g µm/px): %d of %d pixels computed, %d forced; %d of %d tiles; %.1f s",
-            index, spacing, level.computed_pixels, level.pixels, level.forced_pixels,
-            level.computed_tiles, level.tiles, level.seconds,
-        )  # fmt: skip
+    result.positive_pixels = _finish(previous, output, shapes[0], actual[0], fill_holes_um)
     if not keep_levels:
         shutil.rmtree(folder, ignore_errors=True)
     result.seconds = time.perf_counter() - started
@@ -326,45 +325,125 @@ def cascade_apply(
     return result
 
 
-def _decide(
+def _run_level(
+    index: int,
+    classifier: RegionClassifier,
     target: Path,
     shape: tuple[int, int],
     spacing: float,
+    folder: Path,
     previous: Path | None,
     previous_shape: tuple[int, int] | None,
     thresholds: Thresholds,
-    index: int,
     mask,
     tolerance: float,
-) -> tuple[int, int]:
-    """Write the level's decision map; return (computed, forced) pixel counts."""
-    counts = [0, 0]
+    cell: int,
+    max_region: int,
+    read_threads: int,
+    keep_levels: bool,
+    progress,
+) -> dict:
+    """One level in bands: decide, classify the regions to compute, write the level map.
+
+    Every finished band is saved in ``folder`` (``level_<index>_band_<k>.npz``), so an
+    interrupted level resumes at its first missing band.
+    """
+    tally = {"computed": 0, "forced": 0, "regions": 0, "network pixels": 0}
     source = ImageReader(previous) if previous is not None else None
     tissue = ImageReader(mask) if (mask is not None and previous is None) else None
-    try:
+    pool = ThreadPoolExecutor(max(1, read_threads), thread_name_prefix="digipath-regions")
+    bands = -(-shape[0] // BAND)
+    classes = classifier.model.classes
 
-        def produce(top: int, height: int) -> np.ndarray:
-            if source is None:  # the coarsest level: every (tissue) pixel
-                if tissue is None:
-                    band = np.full((height, shape[1]), COMPUTE, np.uint8)
-                else:
-                    band = _mask_band(tissue, top, height, shape, spacing, tolerance)
-                    band = np.where(band, COMPUTE, 0).astype(np.uint8)
+    def decisions_of(top: int, height: int) -> np.ndarray:
+        if source is None:  # the coarsest level: every (tissue) pixel
+            if tissue is None:
+                return np.full((height, shape[1]), COMPUTE, np.uint8)
+            band = _mask_band(tissue, top, height, shape, spacing, tolerance)
+            return np.where(band, COMPUTE, 0).astype(np.uint8)
+        resized = resize_rows(
+            lambda t, h: _read_band(source, t, h), previous_shape, shape, top, top + height
+        )
+        return decide(resized, thresholds.upper[index], thresholds.lower[index])
+
+    def produce(top: int, height: int) -> np.ndarray:
+        checkpoint = folder / f"level_{index}_band_{top // BAND:06d}.npz"
+        if checkpoint.exists():
+            saved = np.load(checkpoint)
+            band, counts = saved["band"], saved["counts"]
+            if index == 0:  # saved as bits
+                band = np.unpackbits(band, count=height * shape[1]).reshape(height, shape[1])
+        else:
+            decisions = decisions_of(top, height)
+            regions = compute_regions(decisions == COMPUTE, cell, max_region)
+            probabilities = np.zeros((height, shape[1], classes), np.uint8)
+            ahead = 2 * max(1, read_threads)
+            futures = deque()
+            pending = iter(regions)
+
+            def submit(region: tuple[int, int, int, int]) -> None:
+                r0, r1, c0, c1 = region
+                futures.append((region, pool.submit(classifier.read, top + r0, c0, r1 - r0,
+                                                    c1 - c0)))  # fmt: skip
+
+            for region in itertools.islice(pending, ahead):
+                submit(region)
+            work = 0
+            while futures:
+                (r0, r1, c0, c1), future = futures.popleft()
+                following = next(pending, None)
+                if following is not None:
+                    submit(following)
+                probabilities[r0:r1, c0:c1] = classifier.classify(future.result())
+                work += classifier.margin_pixels(r1 - r0, c1 - c0)
+            if index > 0:
+                band = level_output(probabilities, decisions)
             else:
-                resized = resize_rows(
-                    lambda t, h: _read_band(source, t, h), previous_shape, shape, top, top + height
-                )
-                band = decide(resized, thresholds.upper[index], thresholds.lower[index])
-            counts[0] += int(np.count_nonzero(band == COMPUTE))
-            counts[1] += int(np.count_nonzero(band == FORCED))
-            return band
+                band = final_mask(probabilities, decisions, thresholds.final).astype(np.uint8)
+            counts = np.array([
+                np.count_nonzero(decisions == COMPUTE), np.count_nonzero(decisions == FORCED),
+                len(regions), work,
+            ], np.int64)  # fmt: skip
+            temporary = checkpoint.with_name(f".{checkpoint.stem}.tmp.npz")
+            saved = {"band": np.packbits(band) if index == 0 else band, "counts": counts}
+            if keep_levels:
+                saved["decisions"] = decisions
+            np.savez(temporary, **saved)
+            os.replace(temporary, checkpoint)
+        for key, value in zip(tally, counts.tolist(), strict=True):
+            tally[key] += int(value)
+        if progress is not None:
+            progress(index, top // BAND + 1, bands)
+        return band
 
-        _write_bands(target, shape, spacing, 1, produce)
+    try:
+        _write_bands(target, shape, spacing, 3 if index > 0 else 1, produce,
+                     interpolation="mean" if index > 0 else "nearest")  # fmt: skip
+        if keep_levels:
+            _write_bands(
+                folder / f"level_{index}_decisions.tif", shape, spacing, 1,
+                lambda top, height: np.load(
+                    folder / f"level_{index}_band_{top // BAND:06d}.npz"
+                )["decisions"],
+            )  # fmt: skip
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         for opened in (source, tissue):
             if opened is not None:
                 opened.close()
-    return counts[0], counts[1]
+    for k in range(bands):
+        (folder / f"level_{index}_band_{k:06d}.npz").unlink(missing_ok=True)
+    return tally
+
+
+def _naive_work(classifier: RegionClassifier, shape, cell: int, max_region: int) -> int:
+    """Input pixels the network reads when every pixel of the level is computed."""
+    work = 0
+    for top in range(0, shape[0], BAND):
+        height = min(BAND, shape[0] - top)
+        for r0, r1, c0, c1 in compute_regions(np.ones((height, shape[1]), bool), cell, max_region):
+            work += classifier.margin_pixels(r1 - r0, c1 - c0)
+    return work
 
 
 def _mask_band(tissue: ImageReader, top, height, shape, spacing, tolerance) -> np.ndarray:
@@ -384,43 +463,19 @@ def _mask_band(tissue: ImageReader, top, height, shape, spacing, tolerance) -> n
     return region[row_index - first][:, col_index] > 0
 
 
-def _combine(network: Path, decisions: Path, target: Path, shape, spacing) -> None:
-    """A coarse level's output map from its network output and decisions."""
-    with ImageReader(network) as probabilities, ImageReader(decisions) as decided:
-        _write_bands(
-            target, shape, spacing, 3,
-            lambda top, height: level_output(
-                _read_band(probabilities, top, height), _read_band(decided, top, height)[..., 0]
-            ),
-            interpolation="mean",
-        )  # fmt: skip
-
-
-def _finish(network, decisions, output: Path, shape, spacing, threshold, fill_um, folder) -> int:
-    """The finest level's binary result (holes filled); return its positive pixels."""
+def _finish(binary: Path, output: Path, shape, spacing, fill_um) -> int:
+    """Fill the holes of the finest level's binary map into ``output``; its positive pixels."""
     from digipath.inference.postprocess import fill_holes
 
-    positive = [0]
-
-    def produce(top: int, height: int) -> np.ndarray:
-        band = final_mask(
-            _read_band(probabilities, top, height), _read_band(decided, top, height)[..., 0],
-            threshold,
-        ).astype(np.uint8)  # fmt: skip
-        positive[0] += int(band.sum())
-        return band
-
-    binary = folder / "final.tif" if fill_um else output
-    with ImageReader(network) as probabilities, ImageReader(decisions) as decided:
-        _write_bands(binary, shape, spacing, 1, produce)
     if fill_um:
         fill_holes(binary, output, fill_um)
-        with ImageReader(output) as reader:
-            positive[0] = sum(
-                int(_read_band(reader, top, min(BAND, shape[0] - top)).sum())
-                for top in range(0, shape[0], BAND)
-            )
-    return positive[0]
+    else:
+        shutil.copyfile(binary, output)
+    with ImageReader(output) as reader:
+        return sum(
+            int(_read_band(reader, top, min(BAND, shape[0] - top)).sum())
+            for top in range(0, shape[0], BAND)
+        )
 
 
 def full_outputs(

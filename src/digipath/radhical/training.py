@@ -115,7 +115,7 @@ def level_parameters(
 
     The ``levels`` section is removed; ``data.images.patch shapes`` is keyed by ``spacing``.
     """
-    parameters = dict(parameters)
+    parameters = copy.deepcopy(dict(parameters))
     levels = parameters.pop("levels", None) or {}
     if not isinstance(levels, Mapping):
         raise ConfigError("levels", "expected a mapping of level -> overrides", source)

@@ -27,8 +27,10 @@ level), which is 1.0. The cascade computing everything costs more than 1 (``1 + 
 ...`` for levels at halving resolutions).
 
 **Objectives.** ``"loss"``: at each step, the grid value with the least compute among those
-whose F is at least ``F_naive - max_fscore_loss`` (ties: the higher F, then the earlier grid
-value), where ``F_naive`` is the F of the best final threshold with everything computed.
+whose F is at least the step's bound (ties: the higher F, then the earlier grid value), where
+the bound is ``F_naive - max_fscore_loss * k / n`` at coarse step ``k`` of ``n`` (the default
+``"even"`` schedule; ``"greedy"``: ``F_naive - max_fscore_loss`` at every step) and ``F_naive``
+is the F of the best final threshold with everything computed.
 The step's starting value (``upper`` never forcing, ``lower = 0``) reproduces the previous
 step's choice, so it is always a candidate and every step stays feasible. ``"budget"``: the
 highest F with a compute fraction at most ``compute_budget``; see :func:`tune`.
@@ -806,6 +808,7 @@ class _Searcher:
     lower_grid: tuple[float, ...]
     final_grid: tuple[float, ...]
     progress: Callable[[str, int, int], None] | None
+    compute_tolerance: float = 0.0
     curves: dict[tuple, TuningCurve] = field(default_factory=dict)
     _scores: list[dict[bytes, NucleusScores]] = field(default_factory=list)
 
@@ -938,16 +941,27 @@ class _Searcher:
             )
         return curve
 
-    def search(self, loss: float, label: str = "") -> tuple[Thresholds, list[TuningCurve]]:
-        """The loss-constrained coordinate-wise search."""
+    def search(
+        self, loss: float, label: str = "", schedule: str = "even"
+    ) -> tuple[Thresholds, list[TuningCurve]]:
+        """The loss-constrained coordinate-wise search.
+
+        ``schedule``: ``"even"`` lets coarse step ``k`` of ``n`` bring F down to ``F_naive -
+        loss * k / n``; ``"greedy"`` lets every step spend the whole loss.
+        """
         first = self.naive()
         naive = max(v for v in first.f_score if not math.isnan(v))
-        bound = naive - loss
         state = Thresholds.compute_all(self.spacings)
         chosen_curves = []
+        coarse_steps = sum(1 for parameter, _ in self.steps if parameter != "final")
+        done = 0
         for position, (parameter, level) in enumerate(self.steps):
+            if parameter != "final":
+                done += 1
+            share = 1.0 if schedule == "greedy" or not coarse_steps else done / coarse_steps
+            bound = naive - loss * share
             curve = self.curve(position, state, label)
-            index = _choose(curve, bound)
+            index = _choose(curve, bound, self.compute_tolerance)
             chosen = replace(curve, chosen=index, bound=bound)
             chosen_curves.append(chosen)
             value = curve.values[index]
@@ -976,18 +990,28 @@ def _mean(values: Sequence[float]) -> float:
     return float(np.mean(finite)) if finite else math.nan
 
 
-def _choose(curve: TuningCurve, bound: float) -> int:
-    """The feasible value (F >= bound) with the least compute; ties: higher F, earlier value."""
-    best = None
-    for index, (f, compute) in enumerate(zip(curve.f_score, curve.compute_fraction, strict=True)):
-        if math.isnan(f) or f < bound - 1e-12:
-            continue
-        key = (compute, -f, index)
-        if best is None or key < best:
-            best = key
-    if best is None:  # cannot happen with the identity value on the grid; keep the best F
+def _choose(curve: TuningCurve, bound: float, tolerance: float = 0.0) -> int:
+    """The feasible value (F >= bound) with the least compute; ties: higher F, earlier value.
+
+    With a ``tolerance``, the feasible value with the highest F among those whose compute is
+    within ``tolerance`` (a fraction of the naive compute) of the least.
+    """
+    feasible = [
+        (compute, -f, index)
+        for index, (f, compute) in enumerate(
+            zip(curve.f_score, curve.compute_fraction, strict=True)
+        )
+        if not math.isnan(f) and f >= bound - 1e-12
+    ]
+    if not feasible:  # cannot happen with the identity value on the grid; keep the best F
         return int(np.nanargmax(curve.f_score))
-    return best[2]
+    least = min(feasible)[0]
+    close = [
+        (negative_f, compute, index)
+        for compute, negative_f, index in feasible
+        if compute <= least + tolerance
+    ]
+    return min(close)[2]
 
 
 def _is_number(value: Any) -> bool:
@@ -1020,6 +1044,8 @@ def tune(
     grid: Sequence[float] = DEFAULT_GRID,
     costs: Sequence[float] | None = None,
     fill_holes: bool = True,
+    schedule: str = "even",
+    compute_tolerance: float = 0.01,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> TuningResult:
     """Search the cascade's thresholds on fully computed validation images.
@@ -1050,6 +1076,17 @@ def tune(
         Per-pixel cost weight of every level, finest first (default 1 each).
     fill_holes
         Fill holes in the final mask before grading, as the reference does.
+    schedule
+        How the allowed loss is spent over the coarse steps: ``"even"`` (default) lets step
+        ``k`` of ``n`` bring F down to ``F_naive - max_fscore_loss * k / n``, so that a step
+        with a poor trade (an ``upper`` that saves little compute for a lot of F) cannot take
+        the loss the later steps need; ``"greedy"`` lets every step spend all of it (picking
+        by eye as the reference did is closer to ``"even"``).
+    compute_tolerance
+        A step takes, among the feasible values whose compute fraction is within this much
+        (of the naive compute, 1.0) of the least, the one with the highest F: a threshold on
+        the edge of an F cliff that saves next to nothing (as forcing often does) is not
+        worth its risk on new slides. 0 picks the least compute.
     progress
         Called as ``progress(description, done, total)`` while a step's images are evaluated.
 
@@ -1073,6 +1110,12 @@ def tune(
     """
     if objective not in OBJECTIVES:
         raise TuningError(f"objective: expected one of {OBJECTIVES}, got {objective!r}")
+    if not (_is_number(compute_tolerance) and 0 <= compute_tolerance <= 1):
+        raise TuningError(
+            f"compute_tolerance: expected a number in [0, 1], got {compute_tolerance!r}"
+        )
+    if schedule not in ("even", "greedy"):
+        raise TuningError(f"schedule: expected 'even' or 'greedy', got {schedule!r}")
     if not (_is_number(max_fscore_loss) and 0 <= max_fscore_loss <= 1):
         raise TuningError(f"max_fscore_loss: expected a number in [0, 1], got {max_fscore_loss!r}")
     if objective == "budget":
@@ -1100,6 +1143,7 @@ def tune(
         lower_grid=tuple(sorted({0.0, *values})),
         final_grid=values,
         progress=progress,
+        compute_tolerance=float(compute_tolerance),
     )
     first = searcher.naive()
     naive_index = _choose(first, max(v for v in first.f_score if not math.isnan(v)))
@@ -1107,14 +1151,16 @@ def tune(
 
     if objective == "loss":
         loss = float(max_fscore_loss)
-        thresholds, curves = searcher.search(loss)
+        thresholds, curves = searcher.search(loss, schedule=schedule)
     else:
         budget = float(compute_budget)  # type: ignore[arg-type]
         naive_f = first.f_score[naive_index]
         runs: list[tuple[float, Thresholds, list[TuningCurve]]] = []
 
         def run(allowed: float) -> bool:
-            thresholds, curves = searcher.search(allowed, f"loss {allowed:.4f}: ")
+            thresholds, curves = searcher.search(
+                allowed, f"loss {allowed:.4f}: ", schedule=schedule
+            )
             runs.append((allowed, thresholds, curves))
             return _outcome(curves)[1] <= budget + 1e-12
 
