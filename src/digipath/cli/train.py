@@ -166,7 +166,10 @@ def summarize_logs(
 
 
 def update_network(
-    model: Annotated[Path, typer.Argument(help="Model file to check or convert.")],
+    model: Annotated[
+        Path | None,
+        typer.Argument(help="Model file to check or convert (not with --from-hovernet)."),
+    ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the converted file here.")
     ] = None,
@@ -174,16 +177,39 @@ def update_network(
         Path | None,
         typer.Option(help="Import this PyTorch state dict (weights only) into MODEL's network."),
     ] = None,
+    from_hovernet: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-hovernet",
+            help="Convert this original HoVer-Net checkpoint (.tar/.pth of vqdang/hover_net; "
+            "mode and types read from its shapes) into a model file (needs --output).",
+        ),
+    ] = None,
 ) -> None:
     """Migrate a model file to the current format, or import plain PyTorch weights.
 
     With --state-dict, MODEL is a digipath model file giving the architecture; the weights are
-    read with torch.load(weights_only=True) (no code runs) and written to --output.
+    read with torch.load(weights_only=True) (no code runs) and written to --output. With
+    --from-hovernet, an original HoVer-Net checkpoint (e.g.
+    hovernet_fast_pannuke_type_tf2pytorch.tar) becomes a 'hovernet' model file, read the same
+    safe way.
     """
     from digipath.models.files import import_state_dict, load_model, migrate, read_header
 
     try:
-        if state_dict is not None:
+        if from_hovernet is not None:
+            from digipath.models.hovernet_model import import_hovernet_checkpoint
+
+            if model is not None or state_dict is not None:
+                raise typer.BadParameter(
+                    "--from-hovernet takes no MODEL and no --state-dict", param_hint="MODEL"
+                )
+            if output is None:
+                raise typer.BadParameter("--from-hovernet needs --output", param_hint="--output")
+            written = import_hovernet_checkpoint(from_hovernet, output)
+        elif model is None:
+            raise typer.BadParameter("give a MODEL file (or --from-hovernet)", param_hint="MODEL")
+        elif state_dict is not None:
             if output is None:
                 raise typer.BadParameter("--state-dict needs --output", param_hint="--output")
             like = load_model(model, optimizer=False)
@@ -194,8 +220,12 @@ def update_network(
         document = read_header(written)
     except DigipathError as error:
         fail(error)
+    detail = ""
+    if document["model"]["type"] == "hovernet":
+        parameters = document["parameters"]
+        detail = f", {parameters.get('mode')} mode, types {parameters.get('types')}"
     console.print(
         f"{written}: {document['model']['type']} model, format version "
-        f"{document['format_version']}, {document['classes']} classes",
+        f"{document['format_version']}, {document['classes']} classes{detail}",
         highlight=False,
     )

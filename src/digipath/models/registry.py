@@ -140,3 +140,8 @@ class ResNet50Model(NetworkModel):
 
     network_class = ResNet
     fixed: ClassVar[Mapping[str, Any]] = {"layers": 50}
+
+
+# Model types defined in their own modules register themselves on import (last: they import
+# ``register_model`` from here).
+import digipath.models.hovernet_model  # noqa: E402, F401

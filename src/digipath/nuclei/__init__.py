@@ -1,0 +1,1 @@
+"""HoVer-Net nuclei: targets, input loading, post-processing, tile merging and export."""
