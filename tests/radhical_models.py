@@ -9,8 +9,10 @@ positive). They need no training, so the cascade's mechanics are tested in secon
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
+from digipath.data.patch_database import PatchDatabaseWriter
 from digipath.models.registry import model_class
 
 SPACINGS = (0.25, 0.5, 1.0, 2.5)
@@ -43,3 +45,23 @@ def darkness_model(level: int, *, mixed: float = 2e-4, positive: float = 0.25, g
             net.fc2.weight[:, 0, 0, 0] = torch.tensor([-gain, 0.0, 40.0])
             net.fc2.bias[:] = torch.tensor([gain * mixed, 0.0, -40.0 * positive])
     return model
+
+
+COLOURS = np.array([[200, 60, 60], [60, 180, 70], [70, 80, 210]], np.float64)
+
+
+def write_level_databases(folder, seed: int = 0) -> None:
+    """Two small level databases (0.25 µm/px, 2 classes; 0.5 µm/px, 3 classes) of patches
+    coloured by class, in ``folder/level_<index>_<spacing>um``."""
+    rng = np.random.default_rng(seed)
+    levels = (
+        ("level_0_0.25um", 0.25, ["negative", "nucleus"]),
+        ("level_1_0.5um", 0.5, ["negative", "mixed", "positive"]),
+    )
+    for name, spacing, classes in levels:
+        with PatchDatabaseWriter(folder / name, (32, 32), 3, classes, spacing=spacing) as writer:
+            for purpose, count in (("training", 96), ("validation", 48)):
+                labels = rng.integers(0, len(classes), count)
+                noise = rng.normal(0, 20, (count, 32, 32, 3))
+                patches = np.clip(COLOURS[labels][:, None, None] + noise, 0, 255)
+                writer.add(purpose, patches.astype(np.uint8), labels, source=f"{purpose}.tif")

@@ -125,3 +125,94 @@ def test_patches_reports_bad_input(slides, tmp_path):
     )
     assert caps.exit_code == 1 and "caps.cells" in caps.output
     assert runner.invoke(app, ["radhical"]).exit_code in (0, 2)  # help
+
+
+@pytest.fixture(scope="module")
+def levels(tmp_path_factory):
+    """levels.yaml of the hand-set darkness classifiers (tests/radhical_models.py)."""
+    import yaml
+    from radhical_models import SPACINGS, darkness_model
+
+    folder = tmp_path_factory.mktemp("radhical_levels")
+    entries = []
+    for index, spacing in enumerate(SPACINGS):
+        path = folder / f"level_{index}.safetensors"
+        darkness_model(index).save(path)
+        entries.append({"level": index, "spacing": spacing, "model": path.name})
+    (folder / "levels.yaml").write_text(yaml.safe_dump({"levels": entries}))
+    return folder / "levels.yaml"
+
+
+def test_tune_then_apply_the_cascade(slides, levels, tmp_path):
+    _, paths = slides
+    validation = str(paths[0][0])
+    tuned = runner.invoke(app, [
+        "radhical", "tune", str(levels), "--images", validation, "--out", str(tmp_path / "tune"),
+        "--grid", "6", "--max-loss", "0.02",
+    ])  # fmt: skip
+    assert tuned.exit_code == 0, tuned.output
+    thresholds = tmp_path / "tune" / "thresholds.yaml"
+    assert thresholds.exists() and (tmp_path / "tune" / "tuning.png").exists()
+    assert "compute fraction" in tuned.output
+    applied = runner.invoke(app, [
+        "radhical", "apply", str(levels), str(thresholds), "--images", str(paths[1][0]),
+        "--output", str(tmp_path / "out" / "{name}_nuclei.tif"),
+    ])  # fmt: skip
+    assert applied.exit_code == 0, applied.output
+    report = json.loads(applied.stdout.strip().splitlines()[-1])
+    assert (tmp_path / "out" / "A2_x_nuclei.tif").exists()
+    assert (tmp_path / "out" / "A2_x_nuclei_report.json").exists()
+    assert report["compute fraction"] < 1.0
+    naive = runner.invoke(app, [
+        "radhical", "apply", str(levels), "--naive", "--images", str(paths[1][0]),
+        "--output", str(tmp_path / "naive" / "{name}.tif"),
+    ])  # fmt: skip
+    assert naive.exit_code == 0, naive.output
+    assert json.loads(naive.stdout.strip().splitlines()[-1])["compute fraction"] == 1.0
+
+
+def test_apply_refuses_thresholds_of_other_levels(slides, levels, tmp_path):
+    from digipath.radhical.decisions import Thresholds
+
+    _, paths = slides
+    Thresholds.compute_all([0.25, 0.5]).save(tmp_path / "two.yaml")
+    result = runner.invoke(app, [
+        "radhical", "apply", str(levels), str(tmp_path / "two.yaml"), "--images",
+        str(paths[0][0]), "--output", str(tmp_path / "{name}.tif"),
+    ])  # fmt: skip
+    assert result.exit_code == 1
+    assert "are not those of" in result.output
+
+
+def test_train_command_writes_levels(tmp_path):
+    import yaml
+    from radhical_models import write_level_databases
+
+    write_level_databases(tmp_path / "databases")
+    parameters = tmp_path / "parameters.yaml"
+    parameters.write_text(yaml.safe_dump(yaml.safe_load(TRAINING_PARAMETERS)))
+    result = runner.invoke(app, [
+        "radhical", "train", str(parameters), str(tmp_path / "databases"), "--out",
+        str(tmp_path / "experiments"),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "experiments" / "levels.yaml").exists()
+
+
+TRAINING_PARAMETERS = """
+model: {type: 'levelnet', widths: [4, 4, 8], hidden: 8}
+system: {process count: 0}
+training:
+  epoch count: 1
+  metric name: 'validation accuracy'
+  higher is better: true
+  averaging length: 1
+  iterations:
+    training: {repetition count: 1, iteration count: 2, batch size: 16}
+    validation: {repetition count: 1, iteration count: 1, batch size: 16}
+data:
+  images: {patch shapes: {1.0: [32, 32]}}
+  labels: {label ratios: {0: 1.0, 1: 1.0, 2: 1.0}}
+levels:
+  0: {data: {labels: {label ratios: {0: 1.0, 1: 1.0}}}}
+"""

@@ -311,10 +311,29 @@ def test_a_missing_purpose_or_label_is_a_config_error(database, tmp_path):
     with pytest.raises(ConfigError, match="no purpose 'testing'; it has training, validation"):
         batch_generators(PARAMETERS, database, ["training", "testing"])
     with PatchDatabaseWriter(tmp_path / "db", SHAPE, 3, ("a", "b"), spacing=2.0) as writer:
+        writer.add("training", coded(np.arange(4)), 0)
+        writer.add("validation", coded(np.arange(4)), [0, 1, 0, 1])
+    parameters = copy.deepcopy(PARAMETERS)
+    parameters["data"]["labels"] = {"label ratios": {0: 1.0, 1: 1.0}}
+    with pytest.raises(ConfigError, match="no 'training' patch of label 1") as caught:
+        batch_generators(parameters, tmp_path / "db")
+    assert caught.value.key == "data.labels.label ratios.1"
+
+
+def test_a_validation_set_without_a_class_validates_on_the_others(tmp_path, caplog):
+    """A small validation split may lack a rare class (all-positive pixels at 4x)."""
+    with PatchDatabaseWriter(tmp_path / "db", SHAPE, 3, ("a", "b"), spacing=2.0) as writer:
         writer.add("training", coded(np.arange(4)), [0, 1, 0, 1])
         writer.add("validation", coded(np.arange(4)), 0)
     parameters = copy.deepcopy(PARAMETERS)
     parameters["data"]["labels"] = {"label ratios": {0: 1.0, 1: 1.0}}
-    with pytest.raises(ConfigError, match="no 'validation' patch of label 1") as caught:
-        batch_generators(parameters, tmp_path / "db")
-    assert caught.value.key == "data.labels.label ratios.1"
+    generators = batch_generators(parameters, tmp_path / "db")
+    assert "validating without it" in caplog.text
+    validation = generators["validation"]
+    validation.start()
+    try:
+        batch, _ = validation.batch(4)
+        labels = next(iter(batch.values()))["labels"]
+        assert (labels.argmax(axis=1) == 0).all()
+    finally:
+        validation.stop()

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import yaml
+from radhical_models import write_level_databases
 
-from digipath.data.patch_database import PatchDatabaseWriter
 from digipath.errors import ConfigError
 from digipath.models.files import load_model
 from digipath.radhical.training import level_databases, level_parameters, read_levels, train_levels
-
-COLOURS = np.array([[200, 60, 60], [60, 180, 70], [70, 80, 210]], np.float64)
 
 PARAMETERS = yaml.safe_load(
     """
@@ -39,21 +36,10 @@ levels:
 )
 
 
-def _database(folder, spacing: float, classes: list[str], rng) -> None:
-    with PatchDatabaseWriter(folder, (32, 32), 3, classes, spacing=spacing) as writer:
-        for purpose, count in (("training", 96), ("validation", 48)):
-            labels = rng.integers(0, len(classes), count)
-            noise = rng.normal(0, 20, (count, 32, 32, 3))
-            patches = np.clip(COLOURS[labels][:, None, None] + noise, 0, 255).astype(np.uint8)
-            writer.add(purpose, patches, labels, source=f"{purpose}.tif")
-
-
 @pytest.fixture(scope="module")
 def databases(tmp_path_factory):
     folder = tmp_path_factory.mktemp("databases")
-    rng = np.random.default_rng(0)
-    _database(folder / "level_0_0.25um", 0.25, ["negative", "nucleus"], rng)
-    _database(folder / "level_1_0.5um", 0.5, ["negative", "mixed", "positive"], rng)
+    write_level_databases(folder)
     (folder / "notes").mkdir()  # other folders are ignored
     return folder
 

@@ -1,5 +1,5 @@
-"""The ``digipath radhical`` commands: RADHicaL's level-wise training data (and, later, training,
-cascade inference and threshold tuning).
+"""The ``digipath radhical`` commands: level-wise training data, per-level training, full level
+outputs, threshold tuning and cascade inference.
 
 Each command is a function registered on :data:`app` at the end of its section; shared option
 parsing lives at the top, so the commands added later reuse it.
@@ -308,3 +308,258 @@ def patches(
 
 
 app.command(name="patches")(patches)
+
+
+# --------------------------------------------------------------------------------------------
+# train: one experiment per level
+
+
+def train(
+    parameters: Annotated[
+        Path, typer.Argument(help="Parameter file (an experiment's, plus a 'levels' section).")
+    ],
+    databases: Annotated[
+        Path, typer.Argument(help="Folder of level databases (from 'digipath radhical patches').")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Experiments go to OUT/level_<index>/.")],
+    level: Annotated[
+        list[int] | None,
+        typer.Option("--level", "-l", help="Train only this level (repeatable; 0 = finest)."),
+    ] = None,
+    processes: Annotated[
+        int, typer.Option(min=1, help="Levels trained at once in local processes.")
+    ] = 1,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Dask scheduler address: one task per level.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed (the level index is added).")] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue interrupted experiments.")] = False,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, auto.")] = None,
+) -> None:
+    """Train the classifier of every level (one experiment each); list them in levels.yaml."""
+    from digipath.radhical.training import LEVELS_FILE, train_levels
+
+    try:
+        results = train_levels(
+            parameters, databases, out, levels=level, processes=processes, scheduler=scheduler,
+            seed=seed, resume=resume, device=device,
+            progress=lambda index, result: console.print(
+                f"level {index}: best {result['summary'].get('best_metric')} at epoch "
+                f"{result['summary'].get('best_epoch')}: {result['model']}", highlight=False,
+            ),
+        )  # fmt: skip
+    except DigipathError as error:
+        fail(error)
+    levels_file = out / LEVELS_FILE
+    if levels_file.exists():
+        console.print(f"levels: {levels_file}", highlight=False)
+    else:
+        console.print(f"trained levels {sorted(results)}; train the others to get {levels_file}")
+
+
+app.command(name="train")(train)
+
+
+# --------------------------------------------------------------------------------------------
+# outputs and tune: the threshold search on validation slides
+
+
+def _load_levels(levels: Path, device: str | None):
+    from digipath.models import load_model
+    from digipath.radhical.training import read_levels
+
+    entries = read_levels(levels)
+    return [spacing for spacing, _ in entries], [load_model(p, device) for _, p in entries]
+
+
+def _full_outputs(levels: Path, images: list[Path], folder: Path, masks, device) -> list:
+    from digipath.radhical.cascade import full_outputs
+
+    spacings, models = _load_levels(levels, device)
+    result = []
+    with progress_bar() as bar:
+        task = bar.add_task("full outputs", total=len(images))
+        for image, tissue in zip(images, masks, strict=True):
+            result.append(full_outputs(models, image, folder, spacings, mask=tissue))
+            bar.advance(task)
+    return spacings, result
+
+
+def outputs(
+    levels: Annotated[Path, typer.Argument(help="levels.yaml (from 'digipath radhical train').")],
+    images: Annotated[str, typer.Option("--images", "-i", help="Glob of the slides (quoted).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder of the level maps.")],
+    tissue: Annotated[
+        str | None, typer.Option(help="Tissue mask pattern with {name}, {dir}, {file}.")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, auto.")] = None,
+) -> None:
+    """Compute every level at every pixel (the maps the threshold search needs)."""
+    files = sorted(Path(p) for p in glob.glob(images, recursive=True) if Path(p).is_file())
+    if not files:
+        fail(f"no images match {images!r}")
+    masks = [None if tissue is None else _format(tissue, f) for f in files]
+    try:
+        _, maps = _full_outputs(levels, files, out, masks, device)
+    except DigipathError as error:
+        fail(error)
+    for image, paths in zip(files, maps, strict=True):
+        typer.echo(json.dumps({"image": str(image), "maps": [str(p) for p in paths]}))
+
+
+app.command(name="outputs")(outputs)
+
+
+def tune(
+    levels: Annotated[Path, typer.Argument(help="levels.yaml (from 'digipath radhical train').")],
+    images: Annotated[
+        str, typer.Option("--images", "-i", help="Glob of the validation slides (quoted).")
+    ],
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Folder for thresholds.yaml, curves, summary, plot."),
+    ],
+    masks: Annotated[
+        str, typer.Option("--masks", "-m", help="Nucleus mask pattern with {name}, {dir}, {file}.")
+    ] = "{dir}/{name}_mask.tif",
+    tissue: Annotated[
+        str | None, typer.Option(help="Tissue mask pattern (restricts the coarsest level).")
+    ] = None,
+    maps: Annotated[
+        Path | None,
+        typer.Option(help="Folder of the full level maps (computed there when missing)."),
+    ] = None,
+    objective: Annotated[
+        str, typer.Option(help="'loss': least compute within --max-loss; 'budget': best F.")
+    ] = "loss",
+    max_loss: Annotated[
+        float, typer.Option(help="F-score the cascade may lose against the naive run.")
+    ] = 0.02,
+    budget: Annotated[
+        float | None, typer.Option(help="Largest compute fraction (naive = 1) for 'budget'.")
+    ] = None,
+    grid: Annotated[
+        int, typer.Option(min=3, help="Threshold values on [0, 1] per step (plus 0-0.1 by 0.01).")
+    ] = 41,
+    schedule: Annotated[str, typer.Option(help="'even' or 'greedy' loss spending.")] = "even",
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, auto.")] = None,
+) -> None:
+    """Search the thresholds on validation slides; print and plot the trade-off per level."""
+    from digipath.radhical.tune import load_validation_image, threshold_grid
+    from digipath.radhical.tune import tune as search
+
+    files = sorted(Path(p) for p in glob.glob(images, recursive=True) if Path(p).is_file())
+    truths = [_format(masks, f) for f in files]
+    derived = {t.resolve() for t in truths}
+    pairs = [(f, t) for f, t in zip(files, truths, strict=True) if f.resolve() not in derived]
+    if not pairs:
+        fail(f"no images match {images!r}")
+    tissues = [None if tissue is None else _format(tissue, f) for f, _ in pairs]
+    values = threshold_grid(grid)
+    try:
+        spacings, level_maps = _full_outputs(
+            levels, [f for f, _ in pairs], maps or out / "maps", tissues, device
+        )
+        validation = [
+            load_validation_image(paths, truth, tissue_path, spacings=spacings)
+            for paths, (_, truth), tissue_path in zip(level_maps, pairs, tissues, strict=True)
+        ]
+        with progress_bar() as bar:
+            task = bar.add_task("threshold search", total=None)
+            result = search(
+                validation, spacings, objective=objective, max_fscore_loss=max_loss,
+                compute_budget=budget, grid=values, schedule=schedule,
+                progress=lambda name, done, total: bar.update(task, description=name),
+            )  # fmt: skip
+        files_written = result.save(out)
+    except DigipathError as error:
+        fail(error)
+    table = Table("step", "value", "F", "compute", title="threshold search", box=box.SIMPLE_HEAD)
+    for curve in result.curves:
+        table.add_row(curve.name, f"{curve.value:g}", f"{curve.f_score[curve.chosen]:.4f}",
+                      f"{curve.compute_fraction[curve.chosen]:.4f}")  # fmt: skip
+    console.print(table)
+    console.print(
+        f"F {result.f_score:.4f} (naive {result.naive_f_score:.4f}), compute fraction "
+        f"{result.compute_fraction:.4f} of the naive run", highlight=False,
+    )  # fmt: skip
+    for name, path in files_written.items():
+        console.print(f"{name}: {path}", highlight=False)
+
+
+app.command(name="tune")(tune)
+
+
+# --------------------------------------------------------------------------------------------
+# apply: the cascade
+
+
+def apply(
+    levels: Annotated[Path, typer.Argument(help="levels.yaml (from 'digipath radhical train').")],
+    images: Annotated[str, typer.Option("--images", "-i", help="Slide or glob (quoted).")],
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="Output template with {name}: a .tif mask.")
+    ],
+    thresholds: Annotated[
+        Path | None,
+        typer.Argument(help="thresholds.yaml (from 'digipath radhical tune'); none with --naive."),
+    ] = None,
+    mask: Annotated[
+        str | None, typer.Option("--mask", help="Tissue mask pattern with {name}, {dir}, {file}.")
+    ] = None,
+    naive: Annotated[
+        bool, typer.Option(help="Every pixel at the finest level only (the baseline).")
+    ] = False,
+    threshold: Annotated[
+        float | None, typer.Option(help="P(nucleus) threshold with --naive (default 0.5).")
+    ] = None,
+    fill_holes: Annotated[
+        float, typer.Option(help="Fill holes up to this diagonal in µm (0: off).")
+    ] = 20.0,
+    overwrite: Annotated[bool, typer.Option(help="Recompute existing outputs.")] = False,
+    keep_levels: Annotated[bool, typer.Option(help="Keep the per-level maps.")] = False,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, auto.")] = None,
+) -> None:
+    """Run the cascade (coarse levels decide where finer ones compute); print each report."""
+    from digipath.radhical.cascade import cascade_apply
+    from digipath.radhical.decisions import Thresholds
+
+    files = sorted(Path(p) for p in glob.glob(images, recursive=True) if Path(p).is_file())
+    if not files:
+        fail(f"no images match {images!r}")
+    try:
+        spacings, models = _load_levels(levels, device)
+        if naive:
+            final = threshold if threshold is not None else (
+                Thresholds.load(thresholds).final if thresholds is not None else 0.5
+            )  # fmt: skip
+            chosen, models = Thresholds(tuple(spacings[:1]), final), models[:1]
+        elif thresholds is None:
+            fail("give the thresholds file (or --naive)")
+        else:
+            chosen = Thresholds.load(thresholds)
+            if tuple(chosen.spacings) != tuple(spacings):
+                fail(f"{thresholds}: its levels {chosen.spacings} are not those of {levels} "
+                     f"({tuple(spacings)})")  # fmt: skip
+        with progress_bar() as bar:
+            for image in files:
+                target = Path(_format(output, image))
+                target.parent.mkdir(parents=True, exist_ok=True)
+                task = bar.add_task(image.name, total=None)
+                report = cascade_apply(
+                    models, image, target, chosen,
+                    mask=None if mask is None else _format(mask, image),
+                    fill_holes_um=fill_holes or None, keep_levels=keep_levels,
+                    overwrite=overwrite,
+                    report=target.with_name(target.stem + "_report.json"),
+                    progress=lambda level, done, total, t=task, n=image.name: bar.update(
+                        t, completed=done, total=total, description=f"{n} level {level}"
+                    ),
+                )  # fmt: skip
+                bar.remove_task(task)
+                typer.echo(json.dumps({"image": str(image), **report.to_dict()}))
+    except DigipathError as error:
+        fail(error)
+
+
+app.command(name="apply")(apply)

@@ -41,6 +41,7 @@ not used.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Mapping
@@ -63,6 +64,8 @@ from digipath.data.weights import weight_mappers_from_config
 from digipath.errors import ConfigError, LabelMapError
 
 __all__ = ["as_database", "batch_generators", "load_parameters"]
+
+logger = logging.getLogger(__name__)
 
 
 def load_parameters(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -415,8 +418,18 @@ def _database_generators(
         stored = np.asarray(database.labels(purpose))
         indices = None if shard is None else shard_indices(stored, *shard)
         held = np.unique(stored if indices is None else stored[indices])
+        ratios = dict(label_ratios) if label_ratios else label_ratios
         for label, ratio in (label_ratios or {}).items():
             if ratio > 0 and label not in held:
+                if purpose != "training" and any(
+                    r > 0 and k in held for k, r in label_ratios.items()
+                ):  # a small validation set may lack a class: validate on the others
+                    logger.warning(
+                        "%s: no %r patch of label %d (%r): validating without it", folder,
+                        purpose, label, database.classes[label],
+                    )  # fmt: skip
+                    ratios[label] = 0.0
+                    continue
                 raise ConfigError(
                     key_path(labels.path("label ratios"), str(label)),
                     f"the patch database {folder} holds no {purpose!r} patch of label {label} "
@@ -425,7 +438,7 @@ def _database_generators(
                 )
         result[purpose] = DatabaseBatchGenerator(
             database, purpose, main_buffer_size=buffer, read_buffer_size=buffer,
-            label_ratios=label_ratios, label_map=label_map, spacing=spacing, channels=channels,
+            label_ratios=ratios, label_map=label_map, spacing=spacing, channels=channels,
             augmenter=pools.get(purpose), normalizer=normalizer,
             one_hot=labels.boolean("one hot", True),
             buffer_chunk_size=int(chunk) if chunk else None, threads=threads, indices=indices,

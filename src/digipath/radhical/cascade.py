@@ -377,25 +377,36 @@ def _run_level(
             decisions = decisions_of(top, height)
             regions = compute_regions(decisions == COMPUTE, cell, max_region)
             probabilities = np.zeros((height, shape[1], classes), np.uint8)
-            ahead = 2 * max(1, read_threads)
+            # the image is read once per block of columns that holds regions (JPEG tiles are
+            # decoded once), a few blocks ahead of the network
+            width = max(cell, (max_region // cell) * cell)
+            blocks: dict[int, list] = {}
+            for region in regions:
+                blocks.setdefault(region[2] // width, []).append(region)
+            order = sorted(blocks)
             futures = deque()
-            pending = iter(regions)
 
-            def submit(region: tuple[int, int, int, int]) -> None:
-                r0, r1, c0, c1 = region
-                futures.append((region, pool.submit(classifier.read, top + r0, c0, r1 - r0,
-                                                    c1 - c0)))  # fmt: skip
+            def submit(block: int) -> None:
+                left = block * width
+                futures.append((block, pool.submit(
+                    classifier.read, top, left, height, min(width, shape[1] - left)
+                )))  # fmt: skip
 
-            for region in itertools.islice(pending, ahead):
-                submit(region)
+            pending = iter(order)
+            for block in itertools.islice(pending, max(1, read_threads)):
+                submit(block)
             work = 0
             while futures:
-                (r0, r1, c0, c1), future = futures.popleft()
+                block, future = futures.popleft()
                 following = next(pending, None)
                 if following is not None:
                     submit(following)
-                probabilities[r0:r1, c0:c1] = classifier.classify(future.result())
-                work += classifier.margin_pixels(r1 - r0, c1 - c0)
+                prepared = future.result()
+                left = block * width
+                for r0, r1, c0, c1 in blocks[block]:
+                    region = classifier.cut(prepared, (r0, r1), (c0 - left, c1 - left))
+                    probabilities[r0:r1, c0:c1] = classifier.classify(region)
+                    work += classifier.margin_pixels(r1 - r0, c1 - c0)
             if index > 0:
                 band = level_output(probabilities, decisions)
             else:

@@ -48,7 +48,8 @@ def compute_regions(
     -------
     list
         Disjoint rectangles, each shrunk to the bounding box of its compute pixels; together
-        they hold every compute pixel.
+        they hold every compute pixel. None crosses a multiple of ``max_size`` columns (rounded
+        down to whole cells), so that the image can be read in blocks of that width.
     """
     rows, cols = compute.shape
     if rows == 0 or cols == 0 or not compute.any():
@@ -67,8 +68,11 @@ def compute_regions(
         starts, ends = np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]
         pieces = []
         for start, end in zip(starts, ends, strict=True):
-            for first in range(start, end, span):
-                pieces.append((int(first), int(min(end, first + span))))
+            first = int(start)
+            while first < end:  # split at multiples of max_size: no region crosses a block
+                last = min(int(end), (first // span + 1) * span)
+                pieces.append((first, last))
+                first = last
         return pieces
 
     for index in range(cell_rows + 1):
@@ -150,6 +154,12 @@ class RegionClassifier:
         """Input pixels the network reads for a ``rows x cols`` region."""
         return (rows + self.before[0] + self.after[0]) * (cols + self.before[1] + self.after[1])
 
+    def cut(self, block: np.ndarray, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+        """The input of the region ``rows x cols`` (relative to a :meth:`read` block's origin)."""
+        height = rows[1] - rows[0] + self.before[0] + self.after[0]
+        width = cols[1] - cols[0] + self.before[1] + self.after[1]
+        return block[:, :, rows[0] : rows[0] + height, cols[0] : cols[0] + width]
+
     def read(self, top: int, left: int, rows: int, cols: int) -> np.ndarray:
         """The normalised ``(1, C, H, W)`` float32 input of a region (with its margins)."""
         tile = self.reader.read(
@@ -165,7 +175,7 @@ class RegionClassifier:
         model = self.model
         network = model.module
         network.eval()
-        x = torch.from_numpy(prepared).to(model.device, dtype=torch.float32)
+        x = torch.from_numpy(np.ascontiguousarray(prepared)).to(model.device, dtype=torch.float32)
         if model.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(model.device.type, enabled=model.amp):

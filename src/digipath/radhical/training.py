@@ -60,14 +60,15 @@ def level_databases(folder: str | os.PathLike[str]) -> list[tuple[int, float, Pa
     found = []
     root = Path(folder)
     if not root.is_dir():
-        raise ConfigError("", "not a folder of level patch databases", os.fspath(folder))
+        raise ConfigError("databases", "not a folder of level patch databases", os.fspath(folder))
     for path in sorted(root.iterdir()):
         match = _NAME.match(path.name)
         if match and is_database(path):
             found.append((int(match.group(1)), float(match.group(2)), path))
     if not found:
         raise ConfigError(
-            "", "no level databases (level_<index>_<spacing>um/ folders with a database.yaml)",
+            "databases",
+            "no level databases (level_<index>_<spacing>um/ folders with a database.yaml)",
             os.fspath(folder),
         )  # fmt: skip
     found.sort()
@@ -135,6 +136,33 @@ def level_parameters(
                           source)  # fmt: skip
     shape = next(iter(shapes.values())) if shapes else [32, 32]
     images["patch shapes"] = {float(spacing): list(shape)}
+    return parameters
+
+
+def _present_labels(parameters: dict[str, Any], database: Path, index: int) -> dict[str, Any]:
+    """Set to 0 the label ratios of classes a level's database has no patch of (warned).
+
+    A class can be absent at a level: "all positive" 4x pixels are rare (a coarse pixel must
+    lie wholly inside a nucleus), and a small data set may have none.
+    """
+    from digipath.data.patch_database import PatchDatabase
+
+    labels = (parameters.get("data") or {}).get("labels") or {}
+    ratios = labels.get("label ratios")
+    if not isinstance(ratios, Mapping):
+        return parameters
+    database = PatchDatabase(database)
+    if "training" not in database.purposes:
+        return parameters  # the experiment says what is missing
+    counts = database.label_counts("training")
+    absent = {label for label in ratios if counts.get(int(label), 0) == 0}
+    for label in sorted(absent):
+        if ratios[label]:
+            logger.warning(
+                "level %d: %s has no %r patch (label %s): its ratio is set to 0", index,
+                database.folder, database.classes[int(label)], label,
+            )  # fmt: skip
+    labels["label ratios"] = {k: (0.0 if k in absent else v) for k, v in ratios.items()}
     return parameters
 
 
@@ -219,7 +247,7 @@ def train_levels(
     for index, spacing, path in found:
         if index not in wanted:
             continue
-        level = level_parameters(parameters, index, spacing, source)
+        level = _present_labels(level_parameters(parameters, index, spacing, source), path, index)
         jobs.append((index, spacing, (
             level, str(path), f"level_{index}", str(progress_dir),
             None if seed is None else int(seed) + index, resume, device, source,

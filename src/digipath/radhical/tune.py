@@ -89,14 +89,27 @@ __all__ = [
     "read_map",
     "read_mask",
     "simulate",
+    "threshold_grid",
     "tune",
 ]
 
 NEVER = 2.0
 """The ``upper`` threshold that never forces (probabilities are at most 1)."""
 
-DEFAULT_GRID: tuple[float, ...] = tuple(round(float(v), 6) for v in np.linspace(0, 1, 41))
-"""The default grid: 0, 0.025, ..., 1 (41 values). ``upper`` also tries :data:`NEVER`."""
+
+def threshold_grid(points: int = 41, fine: int = 11) -> tuple[float, ...]:
+    """``points`` values evenly on [0, 1], plus ``fine`` values on [0, 0.1].
+
+    The coarse levels' "not negative" probabilities decide at small values (a pixel far from
+    any nucleus scores near 0), so the grid is denser there.
+    """
+    values = np.concatenate([np.linspace(0, 1, points), np.linspace(0, 0.1, fine)])
+    return tuple(float(v) for v in np.unique(np.round(values, 6)))
+
+
+DEFAULT_GRID: tuple[float, ...] = threshold_grid(41)
+"""The default grid: 0, 0.01, ..., 0.1 and 0, 0.025, ..., 1 (49 values). ``upper`` also tries
+:data:`NEVER`."""
 
 OBJECTIVES = ("loss", "budget")
 _SHAPE_TOLERANCE = 0.25  # relative, as spacing matching (DESIGN.md), plus 2 px for rounding
@@ -1068,7 +1081,7 @@ def tune(
     compute_budget
         The largest compute fraction allowed (``"budget"`` only; naive = 1).
     grid
-        Threshold values tried at every step (default :data:`DEFAULT_GRID`, 41 values on
+        Threshold values tried at every step (default :data:`DEFAULT_GRID`, 49 values on
         [0, 1]). ``upper`` tries the values up to 1 and :data:`NEVER` (which stands for any
         value above 1); ``lower`` always tries 0 too. A step can thus always keep the previous
         step's result.
