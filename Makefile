@@ -33,6 +33,7 @@ bench: venv
 	$(PY) benchmarks/train_step.py
 	$(PY) benchmarks/apply.py
 	$(PY) benchmarks/tissue.py
+	$(PY) benchmarks/radhical.py
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache .ruff_cache .hypothesis
