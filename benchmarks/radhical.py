@@ -14,7 +14,8 @@ nucleus masks go through the whole RADHicaL workflow:
    compute with an F-score within ``--max-loss`` of the everything-computed F;
 4. on the test slides, **naive** (``cascade_apply`` with the finest level alone: every pixel
    at 0.25 µm/px, in 512 x 512 regions) and the **cascade** (every level, tuned thresholds)
-   run alternately ``--repeats`` times; the median wall time per slide is kept.
+   run alternately ``--repeats`` times (3) after one untimed warm-up run of each; the median
+   wall time per slide is kept.
 
 Steps 1-3 are cached in ``benchmarks/.cache/radhical_<mode>/`` (they are the same for the
 same settings); step 4 is always measured. The F-score is RADHicaL's per-nucleus F (mean over
@@ -77,7 +78,7 @@ def main() -> int:
     args = parser.parse_args()
     mode = "quick" if args.quick else "full"
     settings = MODES[mode]
-    repeats = args.repeats or (2 if args.quick else 3)
+    repeats = args.repeats or 3
     torch.set_num_threads(2)
     cache = args.cache_dir / f"radhical_{mode}"
     slides = cache / "slides"

@@ -186,7 +186,10 @@ def prepare(
 
 
 def compare(models, thresholds, test: list[Item], folder: Path, repeats: int = 1) -> Comparison:
-    """Naive and cascade on every test image, alternately ``repeats`` times (median times)."""
+    """Naive and cascade on every test image, alternately ``repeats`` times (median times).
+
+    With ``repeats > 1`` both first run once untimed on the first image (warm-up).
+    """
     import statistics
 
     from digipath.io import ImageReader
@@ -197,6 +200,11 @@ def compare(models, thresholds, test: list[Item], folder: Path, repeats: int = 1
     naive = Thresholds(thresholds.spacings[:1], thresholds.final)
     folder.mkdir(parents=True, exist_ok=True)
     result = Comparison()
+    if repeats > 1 and test:  # untimed: the first passes of a network also set up its kernels
+        for kind in ("naive", "cascade"):
+            cascade_apply(models[:1] if kind == "naive" else models, test[0].image,
+                          folder / f"warm_{kind}.tif", naive if kind == "naive" else thresholds,
+                          overwrite=True)  # fmt: skip
     for index, item in enumerate(test):
         times: dict[str, list[float]] = {"naive": [], "cascade": []}
         reports = {}

@@ -38,13 +38,9 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from digipath.data.batch_generator import (
-    DIMENSION_ORDERS,
-    boosting_transfer_count,
-    one_hot,
-    to_channels_first,
-)
+from digipath.data.batch_generator import DIMENSION_ORDERS, one_hot, to_channels_first
 from digipath.data.buffer import BufferLayout, PatchBuffer, Slots
+from digipath.data.buffered import BufferedGenerator
 from digipath.data.distribution import distribute_population
 from digipath.data.labels import LabelMap
 from digipath.data.patch_database import PatchDatabase, PatchDatabaseError
@@ -101,7 +97,7 @@ class _Chunk:
     seed: int
 
 
-class DatabaseBatchGenerator:
+class DatabaseBatchGenerator(BufferedGenerator):
     """Label-balanced batches from one purpose of a patch database (see the module docstring).
 
     Parameters
@@ -296,11 +292,6 @@ class DatabaseBatchGenerator:
         """Whether a read buffer is filled in the background."""
         return self.read_buffer_size > 0
 
-    @property
-    def size(self) -> int:
-        """Main buffer size (patches)."""
-        return self.main_buffer_size
-
     def start(self) -> None:
         """Create the buffers and the loader threads (idempotent)."""
         if self.started:
@@ -447,31 +438,6 @@ class DatabaseBatchGenerator:
         if not background:
             self._wait_for(buffer)
 
-    def fill(self) -> None:
-        """Fill the whole main buffer (waits), then shuffle it."""
-        self._require_started()
-        assert self.main is not None
-        self._start_load(self.main, self.main.size, background=False)
-        self.main.shuffle()
-        self._filled = True
-
-    def load(self, batch_size: int = 0) -> None:
-        """Load patches in the background: into the read buffer when there is one.
-
-        Parameters
-        ----------
-        batch_size
-            Number of patches; 0 = the whole read buffer. Without a read buffer the main
-            buffer's next slots are refilled and the call waits (0 = the whole main buffer).
-        """
-        self._require_started()
-        assert self.main is not None
-        if self.read is not None:
-            self._start_load(self.read, batch_size or self.read.size, background=True)
-        else:
-            self._start_load(self.main, batch_size or self.main.size, background=False)
-            self.main.shuffle()
-
     def wait(self) -> None:
         """Wait for the background loads to finish; raise what they raised.
 
@@ -497,68 +463,11 @@ class DatabaseBatchGenerator:
         if error is not None:
             raise error
 
+    def _swapped(self) -> None:
+        self._names = {id(self.main): "main", id(self.read): "read"}
+
     def _loading(self, buffer: PatchBuffer | None) -> bool:
         return buffer is not None and any(load.buffer is buffer for load in self._loads)
-
-    def transfer(self, batch_size: int = 0, difficult_threshold: float = 0.0) -> None:
-        """Move loaded patches from the read buffer into the main buffer, then shuffle it.
-
-        Parameters
-        ----------
-        batch_size
-            Patches moved; 0 = the whole read buffer. A partial transfer overwrites the main
-            buffer's easy slots (error below ``difficult_threshold``) first.
-        difficult_threshold
-            Error in [0, 1] below which a slot counts as easy.
-
-        Without a read buffer this does nothing.
-        """
-        self._require_started()
-        if self.read is None:
-            return
-        assert self.main is not None
-        self._wait_for(self.read)
-        if batch_size in (0, self.read.size) and self.read.size == self.main.size:
-            # the whole buffer: swap the two instead of copying (the old main is reloaded next)
-            self.main, self.read = self.read, self.main
-            self._names = {id(self.main): "main", id(self.read): "read"}
-            self.main.fresh(slice(None))
-            self.main.write_order = None
-        else:
-            self.main.copy_from(self.read, batch_size, difficult_threshold)
-        self.main.shuffle()
-        self._filled = True
-
-    def boosted_transfer(
-        self,
-        epoch: int,
-        buffer_mode_switch: int,
-        difficult_threshold: float,
-        difficult_update_ratio: float,
-    ) -> float:
-        """Transfer after a training repetition with difficult-sample boosting.
-
-        Counts the difficult slots ``D`` (error above ``difficult_threshold``), keeps
-        ``D - round(D * difficult_update_ratio)`` of them from epoch ``buffer_mode_switch`` on
-        (:func:`~digipath.data.batch_generator.boosting_transfer_count`) and transfers the rest
-        of the buffer (at most the read buffer), easy slots replaced first.
-
-        Returns
-        -------
-        float
-            The difficult patch ratio ``D / size`` before the transfer.
-        """
-        self._require_started()
-        assert self.main is not None
-        difficult = self.main.count(difficult_threshold)
-        count = boosting_transfer_count(
-            self.main.size, difficult, epoch, buffer_mode_switch, difficult_update_ratio
-        )
-        if self.read is not None and count > self.read.size:
-            count = self.read.size
-        if count:
-            self.transfer(count, difficult_threshold)
-        return difficult / self.main.size
 
     def ping(self) -> None:
         """Raise now what a finished background load raised (nothing else to keep alive)."""
@@ -630,37 +539,7 @@ class DatabaseBatchGenerator:
                 self.transfer()
             self.load()
 
-    def __iter__(self) -> Iterator[tuple[dict[float, dict[str, np.ndarray]], np.ndarray]]:
-        return self.batches()
-
     # -- boosting feedback ------------------------------------------------------------------
-
-    def update(self, indices: Sequence[int] | np.ndarray, errors: Sequence[float] | np.ndarray):
-        """Record per-patch errors in [0, 1] for the slots a batch came from."""
-        self._require_started()
-        assert self.main is not None
-        self.main.update(indices, errors)
-
-    def count(self, threshold: float = 0.0) -> int:
-        """Number of main-buffer patches with an error above ``threshold``."""
-        self._require_started()
-        assert self.main is not None
-        return self.main.count(threshold)
-
-    def histogram(self, bins: int = 10, raw: bool = True):
-        """Histogram of the main buffer's errors over [0, 1].
-
-        ``raw``: ``(counts, edges)``; otherwise ``{"0.00-0.10": count, ...}``.
-        """
-        self._require_started()
-        assert self.main is not None
-        counts, edges = self.main.histogram(bins)
-        if raw:
-            return counts, edges
-        return {
-            f"{low:.2f}-{high:.2f}": int(value)
-            for low, high, value in zip(edges[:-1], edges[1:], counts, strict=True)
-        }
 
     def __repr__(self) -> str:
         return (

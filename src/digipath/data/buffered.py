@@ -1,0 +1,200 @@
+"""The main and read buffer mechanics the batch generators share (a mixin).
+
+A generator keeps a *main* buffer that batches are drawn from and, with double buffering, a
+*read* buffer loaded in the background; :class:`BufferedGenerator` moves patches between them
+the way the original library did: :meth:`fill`, :meth:`load`, :meth:`transfer` (the whole
+buffer is swapped instead of copied), :meth:`boosted_transfer` (difficult patches kept) and
+the per-patch error feedback (:meth:`update`, :meth:`count`, :meth:`histogram`).
+
+Subclasses (:class:`~digipath.data.batch_generator.BatchGenerator` sampling slides in worker
+processes, :class:`~digipath.data.database_generator.DatabaseBatchGenerator` reading a patch
+database in threads) provide how a load runs: ``main``, ``read`` (a
+:class:`~digipath.data.buffer.PatchBuffer` or ``None``), ``_filled``, ``_require_started()``,
+``_start_load(buffer, count, background)`` and ``_wait_for(buffer)``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from digipath.data.buffer import PatchBuffer
+
+__all__ = ["BufferedGenerator", "boosting_transfer_count"]
+
+
+def boosting_transfer_count(
+    size: int, difficult: int, epoch: int, buffer_mode_switch: int, update_ratio: float
+) -> int:
+    """How many new patches replace old ones after a training repetition (boosting).
+
+    Before the ``buffer_mode_switch`` epoch the whole buffer is replaced. From then on,
+    ``difficult - round(difficult * update_ratio)`` difficult patches are kept and the rest of
+    the buffer is replaced (DigitalPathology's difficult-sample boosting).
+
+    Parameters
+    ----------
+    size
+        Main buffer size (patches).
+    difficult
+        Number of slots with an error above the difficult threshold.
+    epoch
+        The epoch index (0-based).
+    buffer_mode_switch
+        First epoch index that keeps difficult patches.
+    update_ratio
+        Share (in [0, 1]) of the difficult patches replaced anyway.
+    """
+    if not 0.0 <= update_ratio <= 1.0:
+        raise ValueError(f"the difficult update ratio must be in [0, 1], got {update_ratio}")
+    if epoch < buffer_mode_switch:
+        return size
+    keep = difficult - round(difficult * update_ratio)
+    return size - keep
+
+
+class BufferedGenerator:
+    """Main/read buffer moves and error feedback (see the module docstring)."""
+
+    main: PatchBuffer | None
+    read: PatchBuffer | None
+    _filled: bool
+    main_buffer_size: int
+
+    # -- provided by the generator ------------------------------------------------------------
+
+    def _require_started(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _start_load(self, buffer: PatchBuffer, count: int, background: bool) -> None:
+        raise NotImplementedError  # pragma: no cover - overridden
+
+    def _wait_for(self, buffer: PatchBuffer | None) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _swapped(self) -> None:
+        """Called after :meth:`transfer` swapped the main and read buffers."""
+
+    # -- buffer moves ---------------------------------------------------------------------------
+
+    def fill(self) -> None:
+        """Fill the whole main buffer (waits), then shuffle it."""
+        self._require_started()
+        assert self.main is not None
+        self._start_load(self.main, self.main.size, background=False)
+        self.main.shuffle()
+        self._filled = True
+
+    def load(self, batch_size: int = 0) -> None:
+        """Load patches in the background: into the read buffer when there is one.
+
+        Parameters
+        ----------
+        batch_size
+            Number of patches; 0 = the whole read buffer. Without a read buffer the main
+            buffer's next slots are refilled and the call waits (0 = the whole main buffer).
+        """
+        self._require_started()
+        assert self.main is not None
+        if self.read is not None:
+            self._start_load(self.read, batch_size or self.read.size, background=True)
+        else:
+            self._start_load(self.main, batch_size or self.main.size, background=False)
+            self.main.shuffle()
+
+    def transfer(self, batch_size: int = 0, difficult_threshold: float = 0.0) -> None:
+        """Move loaded patches from the read buffer into the main buffer, then shuffle it.
+
+        Parameters
+        ----------
+        batch_size
+            Patches moved; 0 = the whole read buffer. A partial transfer overwrites the main
+            buffer's easy slots (error below ``difficult_threshold``) first.
+        difficult_threshold
+            Error in [0, 1] below which a slot counts as easy.
+
+        Without a read buffer this does nothing.
+        """
+        self._require_started()
+        if self.read is None:
+            return
+        assert self.main is not None
+        self._wait_for(self.read)
+        if batch_size in (0, self.read.size) and self.read.size == self.main.size:
+            # the whole buffer: swap the two instead of copying (the old main is reloaded next)
+            self.main, self.read = self.read, self.main
+            self._swapped()
+            self.main.fresh(slice(None))
+            self.main.write_order = None
+        else:
+            self.main.copy_from(self.read, batch_size, difficult_threshold)
+        self.main.shuffle()
+        self._filled = True
+
+    def boosted_transfer(
+        self,
+        epoch: int,
+        buffer_mode_switch: int,
+        difficult_threshold: float,
+        difficult_update_ratio: float,
+    ) -> float:
+        """Transfer after a training repetition with difficult-sample boosting.
+
+        Counts the difficult slots ``D`` (error above ``difficult_threshold``), keeps
+        ``D - round(D * difficult_update_ratio)`` of them from epoch ``buffer_mode_switch`` on
+        (:func:`boosting_transfer_count`) and transfers the rest of the buffer (at most the
+        read buffer), easy slots replaced first.
+
+        Returns
+        -------
+        float
+            The difficult patch ratio ``D / size`` before the transfer.
+        """
+        self._require_started()
+        assert self.main is not None
+        difficult = self.main.count(difficult_threshold)
+        count = boosting_transfer_count(
+            self.main.size, difficult, epoch, buffer_mode_switch, difficult_update_ratio
+        )
+        if self.read is not None and count > self.read.size:
+            count = self.read.size
+        if count:
+            self.transfer(count, difficult_threshold)
+        return difficult / self.main.size
+
+    # -- boosting feedback ------------------------------------------------------------------
+
+    def update(self, indices, errors) -> None:
+        """Record per-patch errors in [0, 1] for the slots a batch came from."""
+        self._require_started()
+        assert self.main is not None
+        self.main.update(indices, errors)
+
+    def count(self, threshold: float = 0.0) -> int:
+        """Number of main-buffer patches with an error above ``threshold``."""
+        self._require_started()
+        assert self.main is not None
+        return self.main.count(threshold)
+
+    def histogram(self, bins: int = 10, raw: bool = True):
+        """Histogram of the main buffer's errors over [0, 1].
+
+        ``raw``: ``(counts, edges)``; otherwise ``{"0.00-0.10": count, ...}``.
+        """
+        self._require_started()
+        assert self.main is not None
+        counts, edges = self.main.histogram(bins)
+        if raw:
+            return counts, edges
+        return {
+            f"{low:.2f}-{high:.2f}": int(value)
+            for low, high, value in zip(edges[:-1], edges[1:], counts, strict=True)
+        }
+
+    @property
+    def size(self) -> int:
+        """Main buffer size (patches)."""
+        return self.main_buffer_size
+
+    def __iter__(self):
+        return self.batches()
