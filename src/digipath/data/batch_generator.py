@@ -41,7 +41,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -692,25 +692,6 @@ class BatchGenerator(BufferedGenerator):
 
     # -- batches ----------------------------------------------------------------------------
 
-    def batch(self, batch_size: int) -> tuple[dict[float, dict[str, np.ndarray]], np.ndarray]:
-        """The next ``batch_size`` patches of the main buffer, ready for a network.
-
-        Returns
-        -------
-        (batch, indices)
-            ``batch[spacing]`` holds ``"patches"`` ((N, C, H, W) or (N, H, W, C); float32 when
-            normalised, else uint8), ``"labels"`` (one-hot float32 (N, K) / (N, K, H, W) /
-            (N, H, W, K); without one-hot int64 (N,) or (N, H, W), 255 = ignore) and, with
-            weight maps, ``"weights"`` (float32 (N, H, W)). ``indices`` are the (N,) buffer
-            slots, for :meth:`update`.
-        """
-        self._require_started()
-        assert self.main is not None
-        if not self._filled:
-            self.fill()
-        slots, indices = self.main.batch(batch_size)
-        return self._hand_out(slots), indices
-
     def _hand_out(self, slots: Slots) -> dict[float, dict[str, np.ndarray]]:
         channels_first = self.dimension_order == "BCHW"
         result: dict[float, dict[str, np.ndarray]] = {}
@@ -733,44 +714,19 @@ class BatchGenerator(BufferedGenerator):
             result[spacing] = entry
         return result
 
-    def batches(
-        self, batch_size: int | None = None, count: int | None = None
-    ) -> Iterator[tuple[dict[float, dict[str, np.ndarray]], np.ndarray]]:
-        """Yield ``(batch, indices)`` endlessly (or ``count`` times), refreshing the buffer.
-
-        After each pass over the main buffer the patches loaded in the background are
-        transferred in and the next load starts (without a read buffer the main buffer is
-        refilled).
-        """
-        size = batch_size or self.batch_size
-        if not size:
-            raise ValueError("give a batch size (here or as BatchGenerator(batch_size=...))")
-        if not self.started:
-            self.start()
+    def _before_batches(self) -> None:
         if not self._open:
             self.step()
-        assert self.main is not None
-        if not self._filled:
-            self.fill()
-        if self.read is not None and not self._loading(self.read):
-            self.load()
+
+    def _start_prefetch(self) -> None:
         if self._spare is not None and not self._loading(self._spare):
             self._start_load(self._spare, self._spare.size, background=True)
-        per_pass = max(1, self.main.size // size)
-        produced = 0
-        while count is None or produced < count:
-            for _ in range(per_pass):
-                if count is not None and produced >= count:
-                    return
-                yield self.batch(size)
-                produced += 1
-            if self._spare is not None:
-                self._rotate()
-            elif self.read is not None:
-                self.transfer()
-                self.load()
-            else:
-                self.load()
+
+    def _next_pass(self) -> None:
+        if self._spare is not None:
+            self._rotate()
+        else:
+            super()._next_pass()
 
     # -- boosting feedback ------------------------------------------------------------------
 

@@ -10,7 +10,9 @@ Subclasses (:class:`~digipath.data.batch_generator.BatchGenerator` sampling slid
 processes, :class:`~digipath.data.database_generator.DatabaseBatchGenerator` reading a patch
 database in threads) provide how a load runs: ``main``, ``read`` (a
 :class:`~digipath.data.buffer.PatchBuffer` or ``None``), ``_filled``, ``_require_started()``,
-``_start_load(buffer, count, background)`` and ``_wait_for(buffer)``.
+``_start_load(buffer, count, background)``, ``_wait_for(buffer)``, ``_loading(buffer)``,
+``_hand_out(slots)`` and ``start()``/``started``/``batch_size``; hooks let
+:meth:`batches` step through the sources and prefetch.
 """
 
 from __future__ import annotations
@@ -72,8 +74,27 @@ class BufferedGenerator:
     def _wait_for(self, buffer: PatchBuffer | None) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def _loading(self, buffer: PatchBuffer | None) -> bool:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _hand_out(self, slots):  # pragma: no cover - overridden
+        """The batch dict of buffer slots (normalised, channels first, labels encoded)."""
+        raise NotImplementedError
+
     def _swapped(self) -> None:
         """Called after :meth:`transfer` swapped the main and read buffers."""
+
+    def _before_batches(self) -> None:
+        """Called by :meth:`batches` once the generator is started, before the first fill."""
+
+    def _start_prefetch(self) -> None:
+        """Called by :meth:`batches` after the read buffer started loading."""
+
+    def _next_pass(self) -> None:
+        """After a pass over the main buffer: transfer the loaded patches, load the next."""
+        if self.read is not None:
+            self.transfer()
+        self.load()
 
     # -- buffer moves ---------------------------------------------------------------------------
 
@@ -190,6 +211,58 @@ class BufferedGenerator:
             f"{low:.2f}-{high:.2f}": int(value)
             for low, high, value in zip(edges[:-1], edges[1:], counts, strict=True)
         }
+
+    # -- batches ----------------------------------------------------------------------------
+
+    def batch(self, batch_size: int):
+        """The next ``batch_size`` patches of the main buffer, ready for a network.
+
+        Returns
+        -------
+        (batch, indices)
+            ``batch[spacing]`` holds ``"patches"`` ((N, C, H, W) or (N, H, W, C); float32 when
+            normalised, else uint8), ``"labels"`` (one-hot float32 (N, K) / (N, K, H, W) /
+            (N, H, W, K); without one-hot int64 (N,) or (N, H, W), 255 = ignore) and, with
+            weight maps, ``"weights"`` (float32 (N, H, W)). ``indices`` are the (N,) buffer
+            slots, for :meth:`update`.
+        """
+        self._require_started()
+        assert self.main is not None
+        if not self._filled:
+            self.fill()
+        slots, indices = self.main.batch(batch_size)
+        return self._hand_out(slots), indices
+
+    def batches(self, batch_size: int | None = None, count: int | None = None):
+        """Yield ``(batch, indices)`` endlessly (or ``count`` times), refreshing the buffer.
+
+        After each pass over the main buffer the patches loaded in the background are
+        transferred in and the next load starts (without a read buffer the main buffer is
+        refilled).
+        """
+        size = batch_size or self.batch_size
+        if not size:
+            raise ValueError(
+                f"give a batch size (here or as {type(self).__name__}(batch_size=...))"
+            )
+        if not self.started:
+            self.start()
+        self._before_batches()
+        assert self.main is not None
+        if not self._filled:
+            self.fill()
+        if self.read is not None and not self._loading(self.read):
+            self.load()
+        self._start_prefetch()
+        per_pass = max(1, self.main.size // size)
+        produced = 0
+        while count is None or produced < count:
+            for _ in range(per_pass):
+                if count is not None and produced >= count:
+                    return
+                yield self.batch(size)
+                produced += 1
+            self._next_pass()
 
     @property
     def size(self) -> int:

@@ -32,7 +32,7 @@ import copy
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -479,22 +479,7 @@ class DatabaseBatchGenerator(BufferedGenerator):
 
     # -- batches ----------------------------------------------------------------------------
 
-    def batch(self, batch_size: int) -> tuple[dict[float, dict[str, np.ndarray]], np.ndarray]:
-        """The next ``batch_size`` patches of the main buffer, ready for a network.
-
-        Returns
-        -------
-        (batch, indices)
-            ``batch[spacing]`` holds ``"patches"`` ((N, C, H, W) or (N, H, W, C); float32 when
-            normalised, else uint8) and ``"labels"`` (one-hot float32 (N, K); without one-hot
-            int64 (N,), 255 = ignore). ``indices`` are the (N,) buffer slots, for
-            :meth:`update`.
-        """
-        self._require_started()
-        assert self.main is not None
-        if not self._filled:
-            self.fill()
-        slots, indices = self.main.batch(batch_size)
+    def _hand_out(self, slots: Slots) -> dict[float, dict[str, np.ndarray]]:
         patches = slots.patches[self.spacing]
         channels_first = self.dimension_order == "BCHW"
         if channels_first:  # on uint8, before normalising makes it 4 times larger
@@ -506,38 +491,7 @@ class DatabaseBatchGenerator(BufferedGenerator):
             "patches": patches,
             "labels": one_hot(labels, self.classes) if self.one_hot else labels.astype(np.int64),
         }
-        return {self.spacing: entry}, indices
-
-    def batches(
-        self, batch_size: int | None = None, count: int | None = None
-    ) -> Iterator[tuple[dict[float, dict[str, np.ndarray]], np.ndarray]]:
-        """Yield ``(batch, indices)`` endlessly (or ``count`` times), refreshing the buffer.
-
-        After each pass over the main buffer the patches loaded in the background are
-        transferred in and the next load starts (without a read buffer the main buffer is
-        refilled).
-        """
-        size = batch_size or self.batch_size
-        if not size:
-            raise ValueError("give a batch size (here or as DatabaseBatchGenerator(batch_size=))")
-        if not self.started:
-            self.start()
-        assert self.main is not None
-        if not self._filled:
-            self.fill()
-        if self.read is not None and not self._loading(self.read):
-            self.load()
-        per_pass = max(1, self.main.size // size)
-        produced = 0
-        while count is None or produced < count:
-            for _ in range(per_pass):
-                if count is not None and produced >= count:
-                    return
-                yield self.batch(size)
-                produced += 1
-            if self.read is not None:
-                self.transfer()
-            self.load()
+        return {self.spacing: entry}
 
     # -- boosting feedback ------------------------------------------------------------------
 
