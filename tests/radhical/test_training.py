@@ -77,3 +77,11 @@ def test_one_level_alone_and_errors(databases, tmp_path):
         train_levels(PARAMETERS, databases, tmp_path / "bad", levels=[5])
     with pytest.raises(ConfigError, match="no level databases"):
         train_levels(PARAMETERS, tmp_path, tmp_path / "bad")
+
+
+def test_levels_train_in_separate_processes(databases, tmp_path):
+    """processes=2: each level's experiment runs in its own (spawned) process."""
+    results = train_levels(PARAMETERS, databases, tmp_path / "parallel", processes=2, seed=1)
+    assert sorted(results) == [0, 1]
+    levels = read_levels(tmp_path / "parallel" / "levels.yaml")
+    assert all(load_model(path).classes in (2, 3) for _, path in levels)
