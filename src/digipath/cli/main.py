@@ -7,7 +7,18 @@ from typing import Annotated
 
 import typer
 
-from digipath.cli import annotations, apply, augment, data, info, radhical, tissue, tools, train
+from digipath.cli import (
+    annotations,
+    apply,
+    augment,
+    data,
+    info,
+    nuclei,
+    radhical,
+    tissue,
+    tools,
+    train,
+)
 
 app = typer.Typer(
     name="digipath",
@@ -36,6 +47,7 @@ app.command(name="zoom")(tools.zoom)
 app.command(name="overlay")(tools.overlay)
 app.command(name="tissue-mask")(tissue.tissue_mask)
 app.add_typer(radhical.app, name="radhical")
+app.add_typer(nuclei.app, name="nuclei")
 
 
 @app.callback()
