@@ -31,12 +31,19 @@ and torch), which alternation would charge to every digipath run. ``time_growth_
 proportional to the pixels; a per-nucleus full-tile pass tends to 2 (MONAI's own exponent is
 printed too). The two instance maps are compared by panoptic quality.
 
+Whole-slide memory: a fresh process runs :func:`~digipath.nuclei.inference.segment_slide`
+(1024-pixel tiles, 64-pixel margins, GeoJSON streamed) on a generated slide of 4096^2 and one of
+8192^2 (``--quick``: 2048^2 and 4096^2) with a stand-in network (NP from the darkness of the
+pixels, HV from its blobs; :class:`DarknessModel`), so that the pipeline's memory is measured, not a
+network's; ``wsi_peak_memory_large_vs_small`` is the ratio of the peak resident sizes.
+
 Run ``python benchmarks/nuclei_postprocess.py [--quick]``; the full run (1000^2 and 4000^2)
 takes about 10 minutes on 2 cores, nearly all of it in MONAI at 4000^2 (2.5-4 min a run).
 ``--quick`` uses 500^2 and 1000^2 with the same repeats (under a minute): one MONAI run at
 4000^2 alone takes minutes, so the sizes cannot stay. The last line is
 ``{"benchmark": "nuclei_postprocess", "figures": {...}, "ratios":
-{"postprocess_speedup_vs_monai": ..., "time_growth_exponent": ...}}`` with the speedup at the
+{"postprocess_speedup_vs_monai": ..., "time_growth_exponent": ...,
+"wsi_peak_memory_large_vs_small": ...}}`` with the speedup at the
 larger size (above 1: digipath is faster).
 """
 
@@ -147,6 +154,70 @@ def run_monai(data: dict) -> tuple[np.ndarray, int]:
     return np.asarray(instance_map)[0].astype(np.int32), len(info)
 
 
+class DarknessModel:
+    """A HoVer-Net stand-in (fast geometry, 256 -> 164) for the whole-slide memory run.
+
+    NP is the darkness of the haematoxylin-like pixels, HV the targets of its connected dark
+    blobs: the memory measured is the pipeline's (reads, stitching, post-processing, merging,
+    writing), not a network's.
+    """
+
+    mode = "fast"
+    signature = "darkness"
+
+    def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        from scipy import ndimage
+
+        from digipath.nuclei.targets import hv_maps
+
+        x = np.asarray(x, np.float32)
+        dark = np.clip((0.55 - x[:, :2].mean(axis=1)) * 6, 0, 1)[:, 46:-46, 46:-46]
+        hv = np.stack([
+            np.moveaxis(hv_maps(ndimage.label(window > 0.5)[0]), 2, 0) for window in dark
+        ])  # fmt: skip
+        return {"np": np.stack([1 - dark, dark], axis=1), "hv": hv.astype(np.float32)}
+
+
+def wsi_child(slide: str, output: str) -> None:
+    """Segment ``slide`` in this (fresh) process; print its peak resident memory as JSON."""
+    import resource
+
+    from digipath.nuclei.inference import segment_slide
+
+    result = segment_slide(DarknessModel(), slide, output, spacing=0.25, tile_size=1024,
+                           margin=64, formats=("geojson",), overwrite=True)  # fmt: skip
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB
+    print(json.dumps({"peak_mib": round(peak, 1), "nuclei": result.nuclei}))
+
+
+def wsi_memory(sizes: tuple[int, int], cache: Path) -> dict:
+    """Peak memory of a fresh process segmenting a small and a large generated slide."""
+    import subprocess
+    import sys
+
+    from digipath.synthetic import nuclei_slide, write_nuclei_slide
+
+    cache.mkdir(parents=True, exist_ok=True)
+    figures = {}
+    for size in sizes:
+        slide = cache / f"nuclei_wsi_{size}.tif"
+        if not slide.exists():
+            write_nuclei_slide(cache, slide.stem, nuclei_slide((size, size), spacing=0.25,
+                                                               seed=size))  # fmt: skip
+        runs = []
+        for _ in range(3):  # the median of 3 fresh processes (a first read of a new file
+            done = subprocess.run(  # can count its memory-mapped pages as resident)
+                [sys.executable, __file__, "--wsi-child", str(slide), str(cache / f"out_{size}")],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        runs.sort(key=lambda run: run["peak_mib"])
+        figures[size] = runs[1]
+        print(f"whole slide {size} x {size}: peak {figures[size]['peak_mib']} MiB, "
+              f"{figures[size]['nuclei']} nuclei")  # fmt: skip
+    return figures
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -154,7 +225,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--repeats", type=int, default=5, help="digipath runs per size")
     parser.add_argument("--peer-repeats", type=int, default=3, help="MONAI runs per size")
+    parser.add_argument("--wsi-child", nargs=2, metavar=("SLIDE", "OUTPUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--cache-dir", type=Path, default=REPO / "benchmarks" / ".cache")
     args = parser.parse_args(argv)
+    if args.wsi_child:
+        wsi_child(*args.wsi_child)
+        return
     from digipath.metrics.instances import panoptic_quality
 
     sizes = (500, 1000) if args.quick else (1000, 4000)
@@ -209,11 +285,16 @@ def main(argv: list[str] | None = None) -> None:
     figures["time_growth_exponent_monai"] = round(growth_monai, 3)
     speedup = medians[large]["monai"] / medians[large]["digipath"]
     print(f"time growth (time ~ pixels^e): e = {growth:.2f} digipath, {growth_monai:.2f} MONAI")
+    slides = (2048, 4096) if args.quick else (4096, 8192)
+    memory = wsi_memory(slides, args.cache_dir / "nuclei")
+    figures["wsi_peak_mib"] = {str(k): v["peak_mib"] for k, v in memory.items()}
+    memory_ratio = memory[slides[1]]["peak_mib"] / memory[slides[0]]["peak_mib"]
     print(json.dumps({
         "benchmark": "nuclei_postprocess",
         "figures": figures,
         "ratios": {"postprocess_speedup_vs_monai": round(speedup, 2),
-                   "time_growth_exponent": round(growth, 3)},
+                   "time_growth_exponent": round(growth, 3),
+                   "wsi_peak_memory_large_vs_small": round(memory_ratio, 3)},
     }))  # fmt: skip
 
 
