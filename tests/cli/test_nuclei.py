@@ -245,3 +245,24 @@ def test_stats_counts_areas_density(tmp_path):
     assert missing.exit_code == 1 and "no such file" in missing.output
     negative = runner.invoke(app, ["nuclei", "stats", str(path), "--spacing", "-1"])
     assert negative.exit_code == 2
+
+
+def test_train_command_on_real_tiles(test_data, tmp_path):
+    """One frozen-encoder epoch in fast mode on a real annotated tile writes the model files."""
+    folder = test_data / "nuclei" / "cellseg_models"
+    result = runner.invoke(app, [
+        "nuclei", "train", "--images", str(folder / "patch2.png"), "--out", str(tmp_path),
+        "--mode", "fast", "--phases", "1:frozen", "--input-size", "96",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "hovernet_phase1_best_model.safetensors").exists()
+    bad = runner.invoke(app, [
+        "nuclei", "train", "--images", str(folder / "patch2.png"), "--out", str(tmp_path),
+        "--phases", "ten",
+    ])  # fmt: skip
+    assert bad.exit_code != 0
+    missing = runner.invoke(app, [
+        "nuclei", "train", "--images", str(folder / "patch2.png"), "--out", str(tmp_path),
+        "--labels", "{dir}/{name}_none.mat",
+    ])  # fmt: skip
+    assert missing.exit_code == 1 and "no annotation" in missing.output

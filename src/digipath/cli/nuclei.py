@@ -1,8 +1,9 @@
-"""The ``digipath nuclei`` commands: HoVer-Net segmentation of images and slides, statistics.
+"""The ``digipath nuclei`` commands: HoVer-Net training, segmentation of images and slides, stats.
 
 ``apply`` runs a HoVer-Net model file over images (tile mode: each image at once) or slides (WSI
 mode: tile by tile with margins, resumable) and writes the formats asked for; ``stats`` counts
-the nuclei of GeoJSON or hover_net JSON files per type, with areas and densities.
+the nuclei of GeoJSON or hover_net JSON files per type, with areas and densities; ``train``
+runs the two-phase recipe (:func:`~digipath.nuclei.training.train_hovernet`) on annotated tiles.
 """
 
 from __future__ import annotations
@@ -378,3 +379,87 @@ def stats(
             "" if density is None else f"{density:.0f}",
         )
     console.print(table)
+
+
+def _tiles(images: str, labels: str) -> list:
+    """``(image, annotation)`` pairs of a glob and a label pattern (``.npy`` tiles alone)."""
+    files = sorted(Path(p) for p in glob.glob(images, recursive=True) if Path(p).is_file())
+    if not files:
+        fail(f"no images match {images!r}")
+    tiles = []
+    for image in files:
+        if image.suffix == ".npy":
+            tiles.append(image)
+            continue
+        label = Path(labels.format(name=image.stem, dir=str(image.parent), file=image.name))
+        if not label.exists():
+            fail(f"{image}: no annotation {label} (--labels {labels!r})")
+        tiles.append((image, label))
+    return tiles
+
+
+def _phases(text: str) -> list[tuple[int, bool]]:
+    """``'50:frozen,50'`` as ``[(50, True), (50, False)]``."""
+    phases = []
+    for part in text.split(","):
+        epochs, _, kind = part.strip().partition(":")
+        if not epochs.isdigit() or int(epochs) < 1 or kind not in ("", "frozen", "all"):
+            raise typer.BadParameter(
+                f"expected EPOCHS[:frozen|all] items, got {part!r}", param_hint="--phases"
+            )
+        phases.append((int(epochs), kind == "frozen"))
+    return phases
+
+
+@app.command()
+def train(
+    images: Annotated[
+        str, typer.Option("--images", "-i", help="Glob of training tiles (images or .npy).")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (created).")],
+    labels: Annotated[
+        str,
+        typer.Option(
+            "--labels",
+            "-l",
+            help="Annotation of each image (.mat, .npy, PNG): a pattern with {name}, {dir}, "
+            "{file}.",
+        ),
+    ] = "{dir}/{name}.mat",
+    validation: Annotated[
+        str | None, typer.Option("--validation", help="Glob of validation tiles.")
+    ] = None,
+    mode: Annotated[str, typer.Option(help="original (270 -> 80) or fast (256 -> 164).")] = (
+        "original"
+    ),
+    type_info: Annotated[
+        Path | None, typer.Option("--type-info", help="type_info.json (names, colours, types).")
+    ] = None,
+    phases: Annotated[
+        str,
+        typer.Option(help="Phases EPOCHS[:frozen|all], e.g. '50:frozen,50' (the original's)."),
+    ] = "50:frozen,50",
+    input_size: Annotated[
+        int | None, typer.Option(help="Network input side (default: the mode's).")
+    ] = None,
+    name: Annotated[str, typer.Option(help="File prefix.")] = "hovernet",
+    seed: Annotated[int, typer.Option(help="Seed of the batches.")] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted training.")] = False,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, auto.")] = None,
+) -> None:
+    """Train a HoVer-Net with the two-phase recipe (encoder frozen, then all layers)."""
+    from digipath.nuclei.training import train_hovernet
+
+    tiles = _tiles(images, labels)
+    held_out = _tiles(validation, labels) if validation else None
+    try:
+        result = train_hovernet(
+            tiles, out, mode=mode, type_info=type_info, validation=held_out,
+            phases=_phases(phases),
+            input_shape=None if input_size is None else (input_size, input_size),
+            name=name, seed=seed, resume=resume, device=device,
+        )  # fmt: skip
+    except DigipathError as error:
+        fail(error)
+    console.print(f"best model: {result['best']}", highlight=False)
+    console.print(f"last model: {result['last']}", highlight=False)
