@@ -266,3 +266,23 @@ def test_train_command_on_real_tiles(test_data, tmp_path):
         "--labels", "{dir}/{name}_none.mat",
     ])  # fmt: skip
     assert missing.exit_code == 1 and "no annotation" in missing.output
+
+
+def test_apply_wsi_mode_on_dask_workers(setup, stand_in, tmp_path, monkeypatch):
+    """--workers runs each slide as a Dask task (threads here, so the stand-in is seen)."""
+    import distributed
+
+    original = distributed.LocalCluster
+    monkeypatch.setattr(distributed, "LocalCluster",
+                        lambda **options: original(**{**options, "processes": False}))  # fmt: skip
+    folder, _ = setup
+    arguments = ["nuclei", "apply", str(folder / "model.safetensors"), "--images",
+                 str(folder / "slide.tif"), "--mode", "wsi", "--spacing", "0.5", "--format",
+                 "json", "--tile-size", "128", "--margin", "48"]  # fmt: skip
+    local = runner.invoke(app, [*arguments, "--out", str(tmp_path / "local")])
+    on_dask = runner.invoke(app, [*arguments, "--out", str(tmp_path / "dask"), "--workers", "1"])
+    assert local.exit_code == 0 and on_dask.exit_code == 0, on_dask.output
+    assert "slide.tif:" in on_dask.output
+    first = json.loads((tmp_path / "local" / "slide.json").read_text())["nuc"]
+    second = json.loads((tmp_path / "dask" / "slide.json").read_text())["nuc"]
+    assert len(first) == len(second) > 0

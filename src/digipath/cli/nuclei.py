@@ -104,8 +104,18 @@ def apply(
     draw_dot: Annotated[bool, typer.Option("--draw-dot", help="Overlay: centroid dots.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Recompute outputs.")] = False,
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1 ...")] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="wsi: local Dask worker processes.")
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option("--scheduler", help="wsi: Dask scheduler address (a cluster).")
+    ] = None,
 ) -> None:
-    """Segment and classify the nuclei of images (tile mode) or whole slides (wsi mode)."""
+    """Segment and classify the nuclei of images (tile mode) or whole slides (wsi mode).
+
+    In wsi mode ``--workers`` or ``--scheduler`` run the slides as Dask tasks (one slide per
+    task, each worker loading the model once per task), locally or on a cluster.
+    """
     if mode not in ("tile", "wsi"):
         raise typer.BadParameter(f"expected tile or wsi, got {mode!r}", param_hint="--mode")
     wanted = _formats(formats, mode)
@@ -131,6 +141,25 @@ def apply(
     except DigipathError as error:
         fail(error)
     out.mkdir(parents=True, exist_ok=True)
+    if mode == "wsi" and (workers or scheduler):
+        options = {
+            "wanted": wanted, "spacing": spacing, "type_info": type_info, "mask": mask,
+            "batch_size": batch_size, "tile_size": tile_size, "margin": margin,
+            "padding": padding, "overwrite": overwrite, "device": device,
+        }  # fmt: skip
+        failed = 0
+        for path, (state, message) in _on_dask(model_path, files, out, options, workers,
+                                               scheduler):  # fmt: skip
+            if state == "failed":
+                failed += 1
+                console.print(f"[red]failed:[/red] {path}: {message}", highlight=False,
+                              soft_wrap=True)  # fmt: skip
+            else:
+                console.print(f"{path.name}: {message}", highlight=False)
+        if failed:
+            console.print(f"[red]{failed} of {len(files)} images failed[/red]")
+            raise typer.Exit(code=1)
+        return
     failed = 0
     for path in files:
         try:
@@ -231,6 +260,58 @@ def _apply_wsi(
         f"{result.nuclei} nuclei, {result.computed} tiles computed, {result.skipped} "
         f"skipped, {result.seconds:.1f} s"
     )
+
+
+def slide_job(model_path: str, path: str, out: str, options: dict) -> tuple[str, str]:
+    """One slide in a Dask worker: load the model, segment, ``("done" | "failed", message)``."""
+    from digipath.nuclei.io import read_type_info
+
+    try:
+        model = _load_model(Path(model_path), options["device"])
+        info = read_type_info(options["type_info"]) if options["type_info"] else None
+        message = _apply_wsi(
+            model, Path(path), Path(out), options["wanted"], options["spacing"], info,
+            options["mask"], options["batch_size"], options["tile_size"], options["margin"],
+            options["padding"], options["overwrite"],
+        )  # fmt: skip
+    except (DigipathError, OSError) as error:
+        return "failed", str(error)
+    return "done", message
+
+
+def _on_dask(model_path, files, out, options, workers, scheduler):
+    """Yield ``(path, (state, message))`` as the slides' Dask tasks finish."""
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if scheduler is None:
+        cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,
+                               dashboard_address=None)  # fmt: skip
+        client = Client(cluster)
+    else:
+        client = Client(scheduler)
+    try:
+        futures = {
+            client.submit(
+                slide_job,
+                str(model_path.resolve()),
+                str(path.resolve()),
+                str(out.resolve()),
+                options,
+                pure=False,
+            ): path
+            for path in files
+        }
+        for future in as_completed(futures):
+            try:
+                outcome = future.result()
+            except Exception as error:  # a worker that died: the slide failed
+                outcome = ("failed", f"worker lost: {error}")
+            yield futures[future], outcome
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
 
 
 # --------------------------------------------------------------------------------------------
