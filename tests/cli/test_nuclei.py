@@ -139,7 +139,7 @@ def test_apply_wsi_mode_matches_tile_mode(setup, stand_in, tmp_path):
     [
         (["--mode", "batch"], "tile or wsi"),
         (["--format", "png"], "geojson"),
-        (["--mode", "wsi", "--format", "tiff", "--spacing", "0.5"], "geojson"),
+        (["--mode", "wsi", "--format", "overlay", "--spacing", "0.5"], "geojson"),
         (["--mode", "wsi"], "spacing"),
     ],
 )

@@ -17,7 +17,8 @@ import pytest
 from nuclei_standin import CoordinateModel, coordinate_image
 from scipy import ndimage
 
-from digipath.io import ImageWriter
+from digipath.io import ImageReader, ImageWriter
+from digipath.metrics.instances import panoptic_quality
 from digipath.nuclei.inference import predict_maps, segment_slide, segment_tile
 from digipath.nuclei.io import NucleiError
 from digipath.synthetic import nuclei_slide
@@ -56,6 +57,21 @@ def _centroids(path) -> np.ndarray:
     nuc = json.loads(open(path, encoding="utf-8").read())["nuc"]
     points = np.array([v["centroid"] for v in nuc.values()], np.float64).reshape(-1, 2)
     return points[np.lexsort((points[:, 0], points[:, 1]))]
+
+
+def _labels(path) -> np.ndarray:
+    with ImageReader(path) as reader:
+        assert reader.dtype == np.uint32
+        rows, cols = reader.shape(SPACING)
+        return reader.read(SPACING, 0, 0, rows, cols)[:, :, 0]
+
+
+def _bijective(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal foregrounds and a one-to-one pairing of the labels pixel by pixel."""
+    if not np.array_equal(a > 0, b > 0):
+        return False
+    pairs = np.unique(np.stack([a[a > 0], b[b > 0]]), axis=1)
+    return len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
 
 
 def test_tile_mode_stitches_exactly(generated):
@@ -128,6 +144,34 @@ def test_tiles_give_the_nuclei_of_one_tile(generated, tmp_path):
     assert not list(tmp_path.glob(".*partial"))
 
 
+def test_label_tiff_of_tiles_matches_one_tile(generated, tmp_path):
+    instances, path, _ = generated
+    model = CoordinateModel(instances)
+    options = {"spacing": SPACING, "margin": 48, "formats": ("tiff", "json")}
+    whole = segment_slide(model, path, tmp_path / "whole", tile_size=1024, **options)
+    # 4 x 5 tiles: the 512-row block is released after the third tile row, the rest on close
+    tiled = segment_slide(model, path, tmp_path / "tiled", tile_size=200, **options)
+    assert whole.tiles == 1 and tiled.tiles == 20
+    assert tiled.outputs["tiff"] == str(tmp_path / "tiled_labels.tif")
+    a, b = _labels(whole.outputs["tiff"]), _labels(tiled.outputs["tiff"])
+    assert a.shape == b.shape == instances.shape
+    assert _bijective(a, b)
+    assert panoptic_quality(a, b).pq == 1
+    ids = np.unique(b)[1:]
+    assert len(ids) == tiled.nuclei == whole.nuclei > 50
+    np.testing.assert_array_equal(ids, np.arange(1, tiled.nuclei + 1))
+    # the ids are the hover_net JSON's: label k lies in the bbox of JSON nucleus k
+    nuc = json.loads(open(tiled.outputs["json"], encoding="utf-8").read())["nuc"]
+    boxes = ndimage.find_objects(b)
+    for key, record in nuc.items():
+        (row0, col0), (row1, col1) = record["bbox"]
+        box = boxes[int(key) - 1]
+        assert row0 <= box[0].start and box[0].stop <= row1 + 1
+        assert col0 <= box[1].start and box[1].stop <= col1 + 1
+    # and the filled contours are the nuclei of the slide
+    assert panoptic_quality(instances, b).pq > 0.9
+
+
 def test_mask_skips_tiles(generated, tmp_path):
     instances, path, mask_path = generated
     model = CoordinateModel(instances)
@@ -149,6 +193,7 @@ def test_mask_skips_tiles(generated, tmp_path):
 def test_interrupted_run_resumes(generated, tmp_path):
     instances, path, _ = generated
     model = CoordinateModel(instances)
+    formats = ("json", "tiff")
 
     def stop(done: int, total: int) -> None:
         if done == 5 * 2 + 1:  # in the third tile row
@@ -163,14 +208,14 @@ def test_interrupted_run_resumes(generated, tmp_path):
             spacing=SPACING,
             tile_size=200,
             margin=48,
-            formats=("json",),
+            formats=formats,
             progress=stop,
         )
-    assert not (tmp_path / "run.json").exists()
+    assert not (tmp_path / "run.json").exists() and not (tmp_path / "run_labels.tif").exists()
     assert len(list(tmp_path.glob(".run.nuclei.partial/row_*.json"))) == 2
     model.windows = 0
     resumed = segment_slide(
-        model, path, output, spacing=SPACING, tile_size=200, margin=48, formats=("json",)
+        model, path, output, spacing=SPACING, tile_size=200, margin=48, formats=formats
     )
     assert resumed.rows_reused == 2 and resumed.computed == 20
     fresh_model = CoordinateModel(instances)
@@ -181,20 +226,52 @@ def test_interrupted_run_resumes(generated, tmp_path):
         spacing=SPACING,
         tile_size=200,
         margin=48,
-        formats=("json",),
+        formats=formats,
     )
     assert model.windows < fresh_model.windows
     np.testing.assert_allclose(
         _centroids(resumed.outputs["json"]), _centroids(fresh.outputs["json"])
     )
-    again = segment_slide(model, path, output, spacing=SPACING, formats=("json",))
+    np.testing.assert_array_equal(_labels(resumed.outputs["tiff"]), _labels(fresh.outputs["tiff"]))
+    assert len(np.unique(_labels(resumed.outputs["tiff"]))) == resumed.nuclei + 1
+    again = segment_slide(model, path, output, spacing=SPACING, formats=formats)
     assert again.existed
 
 
 def test_slide_errors(generated, tmp_path):
     instances, path, _ = generated
     model = CoordinateModel(instances)
+    with pytest.raises(NucleiError, match="overlay is a tile-mode output"):
+        segment_slide(model, path, tmp_path / "x", spacing=SPACING, formats=("overlay",))
     with pytest.raises(NucleiError, match="formats"):
-        segment_slide(model, path, tmp_path / "x", spacing=SPACING, formats=("tiff",))
+        segment_slide(model, path, tmp_path / "x", spacing=SPACING, formats=("png",))
     with pytest.raises(NucleiError, match="margin"):
         segment_slide(model, path, tmp_path / "x", spacing=SPACING, margin=-1)
+
+
+def test_label_stream_writes_final_blocks(tmp_path):
+    from digipath.nuclei.export import LabelTiffStream
+
+    def square(top: int, left: int, side: int = 6) -> dict:
+        return {
+            "contour": [
+                [left, top],
+                [left + side, top],
+                [left + side, top + side],
+                [left, top + side],
+            ]
+        }
+
+    stream = LabelTiffStream(tmp_path / "labels.tif", (1100, 40), spacing=SPACING, tile_size=512)
+    stream.add([square(10, 5), square(700, 20)])
+    assert stream._band.shape[0] == 707
+    stream.release(600)  # rows 0-511 are written and dropped from the band
+    assert stream._top == 512 and stream._band.shape[0] == 707 - 512
+    with pytest.raises(NucleiError, match="above the rows already released"):
+        stream.add([square(590, 5)])
+    stream.add([square(1090, 5, side=20)])  # clipped at the bottom
+    path = stream.close()
+    labels = _labels(path)
+    assert labels[10:17, 5:12].min() == labels[10:17, 5:12].max() == 1
+    assert labels[700:707, 20:27].min() == 2 and labels[1090:, 5:26].min() == 3
+    assert set(np.unique(labels).tolist()) == {0, 1, 2, 3}  # the refused one took no id

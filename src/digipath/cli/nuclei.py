@@ -39,7 +39,7 @@ def _load_model(path: Path, device: str | None):
 
 def _formats(text: str, mode: str) -> list[str]:
     formats = [f.strip().lower() for f in text.split(",") if f.strip()]
-    allowed = TILE_FORMATS if mode == "tile" else ("geojson", "json")
+    allowed = TILE_FORMATS if mode == "tile" else ("geojson", "json", "tiff")
     wrong = [f for f in formats if f not in allowed]
     if wrong or not formats:
         raise typer.BadParameter(

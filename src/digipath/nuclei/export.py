@@ -39,6 +39,7 @@ from digipath.nuclei.postprocess import Nuclei
 __all__ = [
     "GeoJSONStream",
     "HoverNetJSONStream",
+    "LabelTiffStream",
     "detection_features",
     "nuclei_records",
     "read_hovernet_json",
@@ -470,6 +471,133 @@ def write_label_tiff(
     ) as writer:
         writer.fill(labels.astype(np.uint32)[:, :, None])
     return os.path.abspath(os.fspath(path))
+
+
+class LabelTiffStream:
+    """Write a slide-wide instance-label TIFF band by band (uint32, LZW, pyramidal).
+
+    :meth:`add` paints :func:`nuclei_records` (filled contours, :func:`cv2.fillPoly`, in
+    processing pixels) with ids numbered from 1 in the order they are added, as
+    :class:`HoverNetJSONStream` numbers them; a later nucleus overwrites an earlier one where
+    their fills overlap. The records are held in a band buffer from the first row not yet
+    written to the lowest row painted; :meth:`release` declares the rows above a row final,
+    and the complete ``tile_size``-row blocks among them are written out at once (the
+    :class:`~digipath.io.ImageWriter` takes whole tile rows). Memory is thus one band: the
+    rows still open plus less than one block. The file appears at ``path`` on :meth:`close`.
+
+    Parameters
+    ----------
+    path
+        The ``.tif`` file.
+    shape
+        ``(rows, cols)`` of the label image (the slide at the processing spacing).
+    spacing
+        Its spacing in µm/px, or ``None``.
+    tile_size
+        TIFF tile side (and block height) in pixels.
+    """
+
+    def __init__(
+        self,
+        path: PathLike,
+        shape: tuple[int, int],
+        *,
+        spacing: float | None,
+        tile_size: int = 512,
+    ) -> None:
+        from digipath.io import ImageWriter
+
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.tile_size = int(tile_size)
+        self._writer = ImageWriter(
+            path,
+            self.shape,
+            spacing=spacing,
+            dtype="uint32",
+            channels=1,
+            compression="lzw",
+            interpolation="nearest",
+            fill=0,
+            tile_size=self.tile_size,
+        )
+        self.path = self._writer.path
+        self._top = 0  # first row not yet written (a multiple of tile_size)
+        self._final = 0  # rows above this are final
+        self._band = np.zeros((0, self.shape[1]), np.int32)  # cv2 paints int32, not uint32
+        self.count = 0
+
+    def _extend(self, bottom: int) -> None:
+        """Grow the band to cover the rows up to ``bottom`` (excluded)."""
+        bottom = min(self.shape[0], bottom)
+        missing = bottom - (self._top + self._band.shape[0])
+        if missing > 0:
+            extra = np.zeros((missing, self.shape[1]), np.int32)
+            self._band = np.concatenate([self._band, extra]) if self._band.size else extra
+
+    def add(self, records: Iterable[Mapping[str, Any]]) -> int:
+        """Paint :func:`nuclei_records` with the next ids; returns how many.
+
+        Raises
+        ------
+        NucleiError
+            A record reaches above the rows already released (written).
+        """
+        import cv2
+
+        added = 0
+        for record in records:
+            contour = np.rint(np.asarray(record["contour"], np.float64)).astype(np.int32)
+            contour = contour.reshape(-1, 2)
+            if len(contour) and int(contour[:, 1].min()) < self._final:
+                raise NucleiError(
+                    f"{self.path}: nucleus {self.count + 1} reaches row "
+                    f"{int(contour[:, 1].min())}, above the rows already released "
+                    f"({self._final})"
+                )
+            self.count += 1
+            added += 1
+            if not len(contour):
+                continue
+            self._extend(int(contour[:, 1].max()) + 1)
+            contour[:, 1] -= self._top
+            cv2.fillPoly(self._band, [contour.reshape(-1, 1, 2)], int(self.count))
+        if self.count >= 2**31:
+            raise NucleiError(f"{self.path}: more than {2**31 - 1} nuclei for the label TIFF")
+        return added
+
+    def release(self, row: int) -> None:
+        """Declare the rows above ``row`` final and write the complete blocks among them."""
+        self._final = max(self._final, min(int(row), self.shape[0]))
+        size = self.tile_size
+        while self._top < self.shape[0] and (
+            self._top + size <= self._final or self._final == self.shape[0]
+        ):
+            height = min(size, self.shape[0] - self._top)
+            self._extend(self._top + height)
+            block = self._band[:height].astype(np.uint32)
+            for col in range(0, self.shape[1], size):
+                self._writer.write(block[:, col : col + size], self._top, col)
+            self._band = self._band[height:].copy()
+            self._top += height
+
+    def close(self) -> str:
+        """Write the remaining rows, finish the pyramid and move the file into place."""
+        self.release(self.shape[0])
+        self._writer.close()
+        return os.path.abspath(self.path)
+
+    def abort(self) -> None:
+        """Drop the temporary file."""
+        self._writer.abort()
+
+    def __enter__(self) -> LabelTiffStream:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def write_overlay(

@@ -38,7 +38,15 @@ nuclei of every finished tile row are saved under ``.<output name>.partial/`` be
 output, so an interrupted run resumes at the first unfinished row (the partial results are
 discarded when the settings change). When every row is done, the rows are streamed to the
 writers (:class:`~digipath.nuclei.export.GeoJSONStream`,
-:class:`~digipath.nuclei.export.HoverNetJSONStream`) and the partial folder is removed.
+:class:`~digipath.nuclei.export.HoverNetJSONStream`,
+:class:`~digipath.nuclei.export.LabelTiffStream`) and the partial folder is removed.
+
+The label TIFF (format ``"tiff"``) is painted from those saved rows too, so a resumed run
+gives the same file: each nucleus gets the id the hover_net JSON gives it (1, 2, ... in
+tile-row order) and its filled contour is painted into a band buffer. A tile row's nuclei lie
+in its computed region, so once row ``r`` is painted, the rows above ``(r + 1) * tile_size -
+margin`` are final; the complete 512-row blocks among them are written out and dropped. The
+buffer holds about ``tile_size + 2 * margin + 512`` slide-wide rows of uint32.
 
 A tissue mask skips the tiles whose core holds no mask pixel.
 """
@@ -81,9 +89,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 PADDINGS = ("reflect", "constant")
-FORMATS = ("geojson", "json")
-"""Outputs of :func:`segment_slide` (label TIFF and overlay are tile-mode outputs)."""
-_SUFFIXES = {"geojson": ".geojson", "json": ".json"}
+FORMATS = ("geojson", "json", "tiff")
+"""Outputs of :func:`segment_slide` (the overlay is a tile-mode output)."""
+_SUFFIXES = {"geojson": ".geojson", "json": ".json", "tiff": "_labels.tif"}
+"""Output name endings: ``<output>_labels.tif`` never replaces a slide named ``<output>.tif``."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -405,8 +414,8 @@ def segment_slide(
     slide
         The slide: a path or an open :class:`~digipath.io.ImageReader`.
     output
-        The output path without (or with any) suffix: ``<output>.geojson`` and/or
-        ``<output>.json`` are written, per ``formats``.
+        The output path without (or with any) suffix: ``<output>.geojson``,
+        ``<output>.json`` and/or ``<output>.tif`` are written, per ``formats``.
     spacing
         Processing spacing in µm/px (the level read; 0.25 for 40x models).
     mask, mask_values
@@ -418,8 +427,10 @@ def segment_slide(
         Context around each core in pixels; must exceed the largest nucleus's extent from its
         centroid (128 px, 32 µm at 40x, by default).
     formats
-        ``"geojson"`` (QuPath detections, level-0 coordinates) and/or ``"json"`` (the original
-        hover_net layout, processing pixels, ``mag = 10 / spacing``).
+        ``"geojson"`` (QuPath detections, level-0 coordinates), ``"json"`` (the original
+        hover_net layout, processing pixels, ``mag = 10 / spacing``) and/or ``"tiff"`` (a
+        pyramidal uint32 instance-label TIFF at the processing spacing, the filled contours
+        numbered as in the JSON). ``"overlay"`` is refused: it is a tile-mode output.
     type_info
         Type names and colours for the GeoJSON.
     mode, batch_size, padding, fill, normalizer
@@ -501,14 +512,19 @@ def _segment_slide(
     started,
 ) -> SlideResult:
     from digipath.inference.apply import _mask_reader, _normalizer, _read_mask
-    from digipath.nuclei.export import GeoJSONStream, HoverNetJSONStream, _type_info
+    from digipath.nuclei.export import (
+        GeoJSONStream,
+        HoverNetJSONStream,
+        LabelTiffStream,
+        _type_info,
+    )
 
     formats = list(dict.fromkeys(formats))
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
         raise NucleiError(
             f"formats must be among {', '.join(FORMATS)} in WSI mode, got "
-            f"{formats!r} (label TIFF and overlay are tile-mode outputs)"
+            f"{formats!r} (the overlay is a tile-mode output: a slide-wide PNG is not useful)"
         )
     for name, value, low in (("tile_size", tile_size, 1), ("margin", margin, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -529,7 +545,10 @@ def _segment_slide(
         raise NucleiError("give scale or parameters, not both")
     level0 = reader.spacings[0]
     downsample = actual / level0 if level0 else 1.0
-    paths = {f: str(output.with_suffix(_SUFFIXES[f])) for f in formats}
+    paths = {f: str(output.with_suffix("")) + _SUFFIXES[f] for f in formats}
+    source = os.path.abspath(reader.path)
+    if any(os.path.abspath(path) == source for path in paths.values()):
+        raise NucleiError(f"{output}: an output would replace the slide {reader.path}")
     result = SlideResult(paths, (rows, cols), actual)
     if not overwrite and all(os.path.exists(p) for p in paths.values()):
         result.existed = True
@@ -638,11 +657,15 @@ def _segment_slide(
             )
         if "json" in formats:
             streams["json"] = HoverNetJSONStream(paths["json"], mag=ORIGINAL_SPACING * 40 / actual)
+        if "tiff" in formats:
+            streams["tiff"] = LabelTiffStream(paths["tiff"], (rows, cols), spacing=actual)
         for r in range(tile_rows):
             records = saved.load(r)["nuclei"]
             result.per_row.append(len(records))
             for stream in streams.values():
                 stream.add(records)
+            if "tiff" in streams:  # no later tile row reaches above its region's top
+                streams["tiff"].release((r + 1) * tile_size - margin)
             result.nuclei += len(records)
     except BaseException:
         for stream in streams.values():
