@@ -275,3 +275,26 @@ def test_source_errors(small_set):
         HoVerNetBatchSource(small_set, mode="original")
     with pytest.raises(NucleiError, match="mode"):
         HoVerNetBatchSource(small_set, mode="slow")
+
+
+def test_digipath_augmenters_after_the_jitter(small_set):
+    """Pixel-wise digipath augmenters (here HED colour) run on the image only."""
+    from digipath.augment import AugmenterPool, HedColor
+    from digipath.augment.spatial import Flip
+    from digipath.nuclei.dataset import pool_colour
+
+    pool = AugmenterPool()
+    pool.append_group("colour", random=False)
+    stain = {"sigma": [-0.3, 0.3], "bias": [-0.1, 0.1]}
+    pool.append_augmenter(HedColor(stain, stain, stain), "colour")
+    colour = pool_colour(pool, jitter=False)
+    image, _, _ = small_set.get(0)
+    changed = colour(image, np.random.default_rng(1))
+    assert changed.shape == image.shape and changed.dtype == np.uint8
+    assert not np.array_equal(changed, image)
+    np.testing.assert_array_equal(colour(image, np.random.default_rng(1)), changed)  # seeded
+    spatial = AugmenterPool()
+    spatial.append_group("spatial", random=False)
+    spatial.append_augmenter(Flip(["none", "horizontal"]), "spatial")
+    with pytest.raises(NucleiError, match="flip move pixels"):
+        pool_colour(spatial)

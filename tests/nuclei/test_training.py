@@ -150,3 +150,17 @@ def test_interrupted_phase_resumes(patches, tmp_path):
     assert [int(row["epoch"]) for row in rows] == [0, 1]
     # the step decay follows the epoch number across the interruption
     assert float(rows[1]["learning rate"]) == pytest.approx(phases[0].rate(1))
+
+
+def test_augmentation_section_becomes_the_colour_step():
+    from digipath.nuclei.io import NucleiError
+    from digipath.nuclei.training import _colour
+
+    assert _colour(None, 0) is True  # the original's jitter alone
+    section = {"augmentation": {"training": [{"group": "noise", "random": False, "items": [
+        {"type": "additive", "sigma": [0.0, 0.05]}]}]}}  # fmt: skip
+    colour = _colour(section, 0)
+    image = np.full((32, 32, 3), 128, np.uint8)
+    assert colour(image, np.random.default_rng(0)).shape == image.shape
+    with pytest.raises(NucleiError, match="no 'training' pool"):
+        _colour({"augmentation": {"validation": section["augmentation"]["training"]}}, 0)

@@ -523,6 +523,13 @@ def train(
     input_size: Annotated[
         int | None, typer.Option(help="Network input side (default: the mode's).")
     ] = None,
+    augmentation: Annotated[
+        Path | None,
+        typer.Option(
+            help="YAML augmentation section: its pixel-wise 'training' augmenters (HED, HSB, "
+            "noise ...) run after the original's colour jitter."
+        ),
+    ] = None,
     name: Annotated[str, typer.Option(help="File prefix.")] = "hovernet",
     seed: Annotated[int, typer.Option(help="Seed of the batches.")] = 0,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted training.")] = False,
@@ -538,7 +545,7 @@ def train(
             tiles, out, mode=mode, type_info=type_info, validation=held_out,
             phases=_phases(phases),
             input_shape=None if input_size is None else (input_size, input_size),
-            name=name, seed=seed, resume=resume, device=device,
+            name=name, seed=seed, resume=resume, device=device, augmentation=augmentation,
         )  # fmt: skip
     except DigipathError as error:
         fail(error)

@@ -43,6 +43,7 @@ import logging
 import math
 import os
 import shutil
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -71,6 +72,7 @@ __all__ = [
     "build_patch_set",
     "geometric_augment",
     "hovernet_colour_jitter",
+    "pool_colour",
     "read_tile",
 ]
 
@@ -536,6 +538,52 @@ def hovernet_colour_jitter(
             raise NucleiError(f"colour range {key!r}: expected (low, high), got {bounds!r}")
         image = _COLOUR[str(key)](image, float(rng.uniform(low, high)))
     return image
+
+
+def pool_colour(
+    pool, *, jitter: bool = True
+) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
+    """A ``colour`` callable for :class:`HoVerNetBatchSource` from digipath's augmenters.
+
+    Parameters
+    ----------
+    pool
+        A :class:`~digipath.augment.AugmenterPool` of pixel-wise augmenters (HED and HSB
+        colour, contrast, noise, blur ...): spatial ones are refused, because the instance
+        and type maps must move with the image (the source applies flips and quarter turns
+        itself, to all maps).
+    jitter
+        Apply the original's jitter (:func:`hovernet_colour_jitter`) first.
+
+    Returns
+    -------
+    callable
+        ``colour(image, rng) -> image`` on ``(rows, cols, 3)`` uint8; thread-safe (the pool
+        keeps its current draw, so calls are serialised).
+    """
+    def spatial_names(augmenter) -> list[str]:
+        children = getattr(augmenter, "children", None)
+        if children is None:
+            return [augmenter.keyword] if augmenter.spatial else []
+        return [name for child in children for name in spatial_names(child)]
+
+    spatial = spatial_names(pool.as_augmenter())
+    if spatial:
+        raise NucleiError(
+            f"augmentation: {', '.join(spatial)} move pixels; HoVer-Net training applies only "
+            "pixel-wise augmenters to the image (flips and quarter turns are applied to the "
+            "image and its instance maps together)"
+        )
+    lock = threading.Lock()
+
+    def colour(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if jitter:
+            image = hovernet_colour_jitter(image, rng)
+        with lock:
+            patches, _ = pool.process(image[None], None, rng=rng)
+        return np.ascontiguousarray(patches[0], dtype=np.uint8)
+
+    return colour
 
 
 def augment_sample(

@@ -147,6 +147,22 @@ def _finished(state_path: Path, epochs: int) -> bool:
     return int(state.get("epoch", -1)) >= epochs - 1
 
 
+def _colour(augmentation: Any, seed: int):
+    """The batch source's ``colour`` argument for ``augmentation`` (``True``: the jitter)."""
+    if augmentation is None:
+        return True
+    from digipath.augment import AugmenterPool, load_augmentation
+    from digipath.nuclei.dataset import pool_colour
+
+    pool = augmentation
+    if not isinstance(pool, AugmenterPool):
+        pools = load_augmentation(augmentation, rng=seed)
+        if "training" not in pools:
+            raise NucleiError(f"augmentation: no 'training' pool in {augmentation!r}")
+        pool = pools["training"]
+    return pool_colour(pool)
+
+
 def train_hovernet(
     tiles: Sequence[Tile] | NucleusPatchSet | PathLike,
     output_dir: PathLike,
@@ -165,6 +181,7 @@ def train_hovernet(
     main_buffer_size: int | None = None,
     read_buffer_size: int = 0,
     initial_weights: Mapping[str, Any] | None = None,
+    augmentation: Any = None,
     device: str | None = None,
     seed: int = 0,
     name: str = "hovernet",
@@ -205,6 +222,11 @@ def train_hovernet(
     initial_weights
         A network state dict loaded (non-strictly: e.g. encoder weights only) before phase 1;
         missing and unexpected keys are logged.
+    augmentation
+        digipath's pixel-wise augmenters after the original's colour jitter: an
+        :class:`~digipath.augment.AugmenterPool`, or a YAML file or mapping with an
+        ``augmentation`` section (its ``training`` pool); see
+        :func:`~digipath.nuclei.dataset.pool_colour`.
     device
         Torch device (default: the model's default).
     seed
@@ -236,6 +258,7 @@ def train_hovernet(
     from digipath.training.parameters import Iterations, TrainingParameters
     from digipath.training.trainer import NetworkTrainer
 
+    colour = _colour(augmentation, seed)
     if mode not in HOVERNET_GEOMETRY:
         raise NucleiError(f"mode must be one of {', '.join(HOVERNET_GEOMETRY)}, got {mode!r}")
     plan = [_phase(value, number) for number, value in enumerate(phases)]
@@ -284,7 +307,7 @@ def train_hovernet(
                         len(result.missing_keys), len(result.unexpected_keys))  # fmt: skip
         common = {"mode": mode, "input_shape": shape, "types": use_types}
         training = HoVerNetBatchSource(
-            training_set, augment=True, main_buffer_size=main_buffer_size,
+            training_set, augment=True, colour=colour, main_buffer_size=main_buffer_size,
             read_buffer_size=read_buffer_size, seed=seed + number, name="training", **common,
         )  # fmt: skip
         checking = HoVerNetBatchSource(
