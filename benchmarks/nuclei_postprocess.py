@@ -179,14 +179,17 @@ class DarknessModel:
 
 
 def wsi_child(slide: str, output: str) -> None:
-    """Segment ``slide`` in this (fresh) process; print its peak resident memory as JSON."""
-    import resource
+    """Segment ``slide`` in this (fresh) process; print its peak resident memory as JSON.
 
+    The peak is ``VmHWM`` of ``/proc/self/status``: ``getrusage``'s ``ru_maxrss`` would carry
+    the parent's peak over ``exec`` on Linux.
+    """
     from digipath.nuclei.inference import segment_slide
 
     result = segment_slide(DarknessModel(), slide, output, spacing=0.25, tile_size=1024,
                            margin=64, formats=("geojson",), overwrite=True)  # fmt: skip
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB
+    status = Path("/proc/self/status").read_text(encoding="ascii").splitlines()
+    peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024
     print(json.dumps({"peak_mib": round(peak, 1), "nuclei": result.nuclei}))
 
 
@@ -205,8 +208,8 @@ def wsi_memory(sizes: tuple[int, int], cache: Path) -> dict:
             write_nuclei_slide(cache, slide.stem, nuclei_slide((size, size), spacing=0.25,
                                                                seed=size))  # fmt: skip
         runs = []
-        for _ in range(3):  # the median of 3 fresh processes (a first read of a new file
-            done = subprocess.run(  # can count its memory-mapped pages as resident)
+        for _ in range(3):  # the median of 3 fresh processes
+            done = subprocess.run(
                 [sys.executable, __file__, "--wsi-child", str(slide), str(cache / f"out_{size}")],
                 capture_output=True, text=True, check=True,
             )  # fmt: skip
