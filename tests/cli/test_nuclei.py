@@ -250,9 +250,11 @@ def test_stats_counts_areas_density(tmp_path):
 def test_train_command_on_real_tiles(test_data, tmp_path):
     """One frozen-encoder epoch in fast mode on a real annotated tile writes the model files."""
     folder = test_data / "nuclei" / "cellseg_models"
+    parameters = tmp_path / "hovernet.yaml"
+    parameters.write_text("hovernet: {mode: fast, phases: [{epochs: 1, batch size: 4}]}\n")
     result = runner.invoke(app, [
         "nuclei", "train", "--images", str(folder / "patch2.png"), "--out", str(tmp_path),
-        "--mode", "fast", "--phases", "1:frozen", "--input-size", "96",
+        "--parameters", str(parameters), "--input-size", "96",
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert (tmp_path / "hovernet_phase1_best_model.safetensors").exists()

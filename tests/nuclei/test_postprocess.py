@@ -16,7 +16,7 @@ import pytest
 from scipy import ndimage
 from skimage.segmentation import watershed
 
-from digipath.metrics.instances import panoptic_quality
+from digipath.metrics.instances import PQCounts, panoptic_quality
 from digipath.nuclei.io import NucleiError, read_mat
 from digipath.nuclei.postprocess import (
     ORIGINAL_SPACING,
@@ -162,6 +162,21 @@ def test_real_ground_truth_is_reproduced(real):
             continue
         box = boxes[inst_id - 1]
         assert min(box[0].stop - box[0].start, box[1].stop - box[1].start) <= 6, inst_id
+
+
+def test_real_data_set_is_reproduced_with_pq_above_0_9(test_data):
+    """Over the real tiles (counts pooled, as CoNIC pools a data set), PQ >= 0.9.
+
+    Per tile the whole-tile PQ is 0.889 (patch1: 16 of 20 nuclei, the 4 lost are slivers cut
+    by the tile border) and 0.919 (patch2); the original's constants lose the same slivers.
+    """
+    counts = PQCounts()
+    for name in PATCHES:
+        maps = read_mat(test_data / "nuclei" / "cellseg_models" / f"{name}.mat")
+        nuclei = postprocess(maps.instances > 0, hv_maps(maps.instances))
+        result = panoptic_quality(maps.instances, nuclei.instances)
+        counts = counts + PQCounts(result.tp, result.fp, result.fn, result.iou_sum)
+    assert counts.pq >= 0.9
 
 
 def test_scaled_post_processing_on_resized_ground_truth(real):

@@ -164,3 +164,23 @@ def test_augmentation_section_becomes_the_colour_step():
     assert colour(image, np.random.default_rng(0)).shape == image.shape
     with pytest.raises(NucleiError, match="no 'training' pool"):
         _colour({"augmentation": {"validation": section["augmentation"]["training"]}}, 0)
+
+
+def test_training_options_from_the_example_file():
+    from pathlib import Path
+
+    from digipath.errors import ConfigError
+    from digipath.nuclei.training import Phase, _colour, training_options
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "nuclei" / "hovernet.yaml"
+    options = training_options(example)
+    assert options["mode"] == "original" and (options["window"], options["step"]) == (540, 164)
+    assert options["phases"] == [
+        Phase(50, True, 16, 1e-4, 25, 0.1),
+        Phase(50, False, 4, 1e-4, 25, 0.1),
+    ]
+    assert callable(_colour(options["augmentation"], 0))  # the HED/HSB pool builds
+    with pytest.raises(ConfigError, match=r"hovernet\.phases\.0\.epoch"):
+        training_options({"hovernet": {"phases": [{"epoch": 3}]}})
+    with pytest.raises(ConfigError, match=r"hovernet\.speed"):
+        training_options({"hovernet": {"speed": 3}})

@@ -510,16 +510,25 @@ def train(
     validation: Annotated[
         str | None, typer.Option("--validation", help="Glob of validation tiles.")
     ] = None,
-    mode: Annotated[str, typer.Option(help="original (270 -> 80) or fast (256 -> 164).")] = (
-        "original"
-    ),
+    parameters: Annotated[
+        Path | None,
+        typer.Option(
+            "--parameters",
+            "-p",
+            help="YAML parameter file (hovernet and augmentation sections, e.g. "
+            "examples/nuclei/hovernet.yaml); the options below override it.",
+        ),
+    ] = None,
+    mode: Annotated[
+        str | None, typer.Option(help="original (270 -> 80) or fast (256 -> 164).")
+    ] = None,
     type_info: Annotated[
         Path | None, typer.Option("--type-info", help="type_info.json (names, colours, types).")
     ] = None,
     phases: Annotated[
-        str,
+        str | None,
         typer.Option(help="Phases EPOCHS[:frozen|all], e.g. '50:frozen,50' (the original's)."),
-    ] = "50:frozen,50",
+    ] = None,
     input_size: Annotated[
         int | None, typer.Option(help="Network input side (default: the mode's).")
     ] = None,
@@ -530,23 +539,28 @@ def train(
             "noise ...) run after the original's colour jitter."
         ),
     ] = None,
-    name: Annotated[str, typer.Option(help="File prefix.")] = "hovernet",
-    seed: Annotated[int, typer.Option(help="Seed of the batches.")] = 0,
+    name: Annotated[str | None, typer.Option(help="File prefix (default hovernet).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the batches (default 0).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted training.")] = False,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, auto.")] = None,
 ) -> None:
     """Train a HoVer-Net with the two-phase recipe (encoder frozen, then all layers)."""
-    from digipath.nuclei.training import train_hovernet
+    from digipath.nuclei.training import train_hovernet, training_options
 
     tiles = _tiles(images, labels)
     held_out = _tiles(validation, labels) if validation else None
     try:
+        options = training_options(parameters) if parameters is not None else {}
+        given = {
+            "mode": mode, "type_info": type_info, "name": name, "seed": seed,
+            "phases": None if phases is None else _phases(phases),
+            "input_shape": None if input_size is None else (input_size, input_size),
+            "augmentation": augmentation,
+        }  # fmt: skip
+        options.update({key: value for key, value in given.items() if value is not None})
         result = train_hovernet(
-            tiles, out, mode=mode, type_info=type_info, validation=held_out,
-            phases=_phases(phases),
-            input_shape=None if input_size is None else (input_size, input_size),
-            name=name, seed=seed, resume=resume, device=device, augmentation=augmentation,
-        )  # fmt: skip
+            tiles, out, validation=held_out, resume=resume, device=device, **options
+        )
     except DigipathError as error:
         fail(error)
     console.print(f"best model: {result['best']}", highlight=False)

@@ -357,3 +357,77 @@ def train_hovernet(
         "input_shape": tuple(shape),
         "output_shape": tuple(output_shape),
     }
+
+
+TRAINING_KEYS = ("mode", "types", "type info", "input size", "window", "step", "phases",
+                 "validation batch size", "validation iterations", "name", "seed")  # fmt: skip
+PHASE_KEYS = ("epochs", "freeze encoder", "batch size", "learning rate", "step size", "gamma",
+              "iterations")  # fmt: skip
+
+
+def training_options(parameters: PathLike | Mapping[str, Any]) -> dict[str, Any]:
+    """Keyword arguments of :func:`train_hovernet` from a YAML parameter file (or its mapping).
+
+    The file has a ``hovernet`` section (keys with spaces, as digipath's other parameter
+    files: ``mode``, ``types``, ``type info``, ``input size``, ``window``, ``step``,
+    ``phases`` — a list of ``{epochs, freeze encoder, batch size, learning rate, step size,
+    gamma, iterations}`` —, ``validation batch size``, ``validation iterations``, ``name``,
+    ``seed``) and optionally digipath's ``augmentation`` section (its ``training`` pool's
+    pixel-wise augmenters run after the colour jitter). Relative paths are relative to the
+    file. A wrong key raises :class:`~digipath.errors.ConfigError` naming its key path.
+    """
+    import yaml
+
+    from digipath.errors import ConfigError
+
+    source = None
+    folder = Path(".")
+    if isinstance(parameters, (str, os.PathLike)):
+        source = os.fspath(parameters)
+        folder = Path(source).parent
+        try:
+            parameters = yaml.safe_load(Path(source).read_text(encoding="utf-8")) or {}
+        except OSError as error:
+            raise ConfigError("", f"cannot read: {error.strerror}", source) from None
+        except yaml.YAMLError as error:
+            raise ConfigError("", f"not valid YAML: {error}", source) from None
+    if not isinstance(parameters, Mapping):
+        raise ConfigError("", "expected a mapping with a 'hovernet' section", source)
+    unknown = sorted(set(parameters) - {"hovernet", "augmentation"})
+    if unknown:
+        raise ConfigError(unknown[0], "unknown section; valid: hovernet, augmentation", source)
+    section = parameters.get("hovernet") or {}
+    if not isinstance(section, Mapping):
+        raise ConfigError("hovernet", "expected a mapping", source)
+    options: dict[str, Any] = {}
+    for key, value in section.items():
+        if key not in TRAINING_KEYS:
+            raise ConfigError(f"hovernet.{key}", f"unknown key; valid: {', '.join(TRAINING_KEYS)}",
+                              source)  # fmt: skip
+        if key == "phases":
+            if not isinstance(value, list) or not value:
+                raise ConfigError("hovernet.phases", "expected a list of phases", source)
+            phases = []
+            for number, phase in enumerate(value):
+                if not isinstance(phase, Mapping):
+                    raise ConfigError(f"hovernet.phases.{number}", "expected a mapping", source)
+                wrong = sorted(set(phase) - set(PHASE_KEYS))
+                if wrong:
+                    valid = ", ".join(PHASE_KEYS)
+                    raise ConfigError(f"hovernet.phases.{number}.{wrong[0]}",
+                                      f"unknown key; valid: {valid}", source)  # fmt: skip
+                try:
+                    phases.append(Phase(**{k.replace(" ", "_"): v for k, v in phase.items()}))
+                except (TypeError, ValueError, NucleiError) as error:
+                    raise ConfigError(f"hovernet.phases.{number}", str(error), source) from None
+            options["phases"] = phases
+        elif key == "input size":
+            options["input_shape"] = (int(value), int(value))
+        elif key == "type info":
+            path = Path(value)
+            options["type_info"] = path if path.is_absolute() else folder / path
+        else:
+            options[key.replace(" ", "_")] = value
+    if parameters.get("augmentation"):
+        options["augmentation"] = {"augmentation": parameters["augmentation"]}
+    return options
