@@ -240,7 +240,37 @@ class _AtomicText:
             self.temporary.unlink(missing_ok=True)
 
 
-class GeoJSONStream:
+class _JSONStream:
+    """A JSON document written piece by piece under a temporary name (see the subclasses).
+
+    Subclasses write the opening text in ``__init__`` and set :attr:`ending`, the text that
+    closes the document.
+    """
+
+    ending = ""
+    _file: _AtomicText
+
+    def close(self) -> str:
+        """Finish the file and move it into place; returns its path."""
+        if self._file.handle is not None:
+            self._file.write(self.ending)
+        return self._file.close()
+
+    def abort(self) -> None:
+        """Drop the temporary file."""
+        self._file.abort()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class GeoJSONStream(_JSONStream):
     """Write a QuPath GeoJSON ``FeatureCollection`` of detections incrementally (atomically).
 
     Use as a context manager; :meth:`add` takes a tile's :func:`nuclei_records` (or a
@@ -255,6 +285,8 @@ class GeoJSONStream:
     type_info
         Type names and colours.
     """
+
+    ending = "\n]}\n"
 
     def __init__(
         self,
@@ -291,25 +323,6 @@ class GeoJSONStream:
             added += 1
         return added
 
-    def close(self) -> str:
-        """Finish the file and move it into place; returns its path."""
-        if self._file.handle is not None:
-            self._file.write("\n]}\n")
-        return self._file.close()
-
-    def abort(self) -> None:
-        """Drop the temporary file."""
-        self._file.abort()
-
-    def __enter__(self) -> GeoJSONStream:
-        return self
-
-    def __exit__(self, kind, value, traceback) -> None:
-        if kind is None:
-            self.close()
-        else:
-            self.abort()
-
 
 def write_geojson(
     nuclei: Nuclei,
@@ -343,7 +356,7 @@ def to_hovernet_json(
     return {"mag": mag, "nuc": nuc}
 
 
-class HoverNetJSONStream:
+class HoverNetJSONStream(_JSONStream):
     """Write the hover_net JSON layout incrementally (atomically); ids numbered from 1.
 
     Parameters
@@ -353,6 +366,8 @@ class HoverNetJSONStream:
     mag
         The ``mag`` field: the processing magnification (e.g. 40), or ``None``.
     """
+
+    ending = "\n}}\n"
 
     def __init__(self, path: PathLike, *, mag: float | None = None) -> None:
         self._file = _AtomicText(path)
@@ -369,23 +384,6 @@ class HoverNetJSONStream:
             self._file.write(f'{prefix}"{self.count}": {json.dumps(entry)}')
             added += 1
         return added
-
-    def close(self) -> str:
-        if self._file.handle is not None:
-            self._file.write("\n}}\n")
-        return self._file.close()
-
-    def abort(self) -> None:
-        self._file.abort()
-
-    def __enter__(self) -> HoverNetJSONStream:
-        return self
-
-    def __exit__(self, kind, value, traceback) -> None:
-        if kind is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def write_hovernet_json(
