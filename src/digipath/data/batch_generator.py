@@ -455,18 +455,6 @@ class BatchGenerator(BufferedGenerator):
         self._open = []
         self._filled = False
 
-    def __enter__(self) -> BatchGenerator:
-        self.start()
-        self.step()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
-
-    def _require_started(self) -> None:
-        if not self.started:
-            raise SamplingError(f"{self.name}: call start() first (or use the generator in a with)")
-
     # -- the pool of open images ------------------------------------------------------------
 
     def _drop(self, source: Source, reason: str) -> None:

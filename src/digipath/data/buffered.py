@@ -9,7 +9,8 @@ the per-patch error feedback (:meth:`update`, :meth:`count`, :meth:`histogram`).
 Subclasses (:class:`~digipath.data.batch_generator.BatchGenerator` sampling slides in worker
 processes, :class:`~digipath.data.database_generator.DatabaseBatchGenerator` reading a patch
 database in threads) provide how a load runs: ``main``, ``read`` (a
-:class:`~digipath.data.buffer.PatchBuffer` or ``None``), ``_filled``, ``_require_started()``,
+:class:`~digipath.data.buffer.PatchBuffer` or ``None``), ``_filled``, ``name``,
+``start()``/``step()``/``stop()``,
 ``_start_load(buffer, count, background)``, ``_wait_for(buffer)``, ``_loading(buffer)``,
 ``_hand_out(slots)`` and ``start()``/``started``/``batch_size``; hooks let
 :meth:`batches` step through the sources and prefetch.
@@ -18,6 +19,8 @@ database in threads) provide how a load runs: ``main``, ``read`` (a
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+from digipath.errors import SamplingError
 
 if TYPE_CHECKING:
     from digipath.data.buffer import PatchBuffer
@@ -65,8 +68,17 @@ class BufferedGenerator:
 
     # -- provided by the generator ------------------------------------------------------------
 
-    def _require_started(self) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
+    def _require_started(self) -> None:
+        if not self.started:
+            raise SamplingError(f"{self.name}: call start() first (or use the generator in a with)")
+
+    def __enter__(self):
+        self.start()
+        self.step()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
 
     def _start_load(self, buffer: PatchBuffer, count: int, background: bool) -> None:
         raise NotImplementedError  # pragma: no cover - overridden

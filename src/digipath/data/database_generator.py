@@ -337,18 +337,6 @@ class DatabaseBatchGenerator(BufferedGenerator):
         """Nothing to select in a database (the images were chosen when it was written)."""
         self._require_started()
 
-    def __enter__(self) -> DatabaseBatchGenerator:
-        self.start()
-        self.step()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
-
-    def _require_started(self) -> None:
-        if not self.started:
-            raise SamplingError(f"{self.name}: call start() first (or use the generator in a with)")
-
     # -- planning ---------------------------------------------------------------------------
 
     def _draw(self, label: int, count: int) -> np.ndarray:

@@ -21,11 +21,8 @@ settings computes only the missing strips. A finished output is never rewritten 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-import shutil
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -40,6 +37,7 @@ import torch
 from digipath.data.batch_generator import to_channels_first
 from digipath.errors import ModelError
 from digipath.inference.geometry import TileGeometry, tile_geometry
+from digipath.inference.partial import PartialResults, weights_digest
 from digipath.io import ImageReader, ImageWriter
 
 logger = logging.getLogger(__name__)
@@ -84,43 +82,6 @@ def _dihedral(batch: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
 def _undo_dihedral(batch: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
     out = torch.flip(batch, dims=(3,)) if flip else batch
     return torch.rot90(out, -k, dims=(2, 3))
-
-
-class _Strips:
-    """The partial results of one output: one ``.npy`` file per finished strip."""
-
-    def __init__(self, output: Path, signature: dict) -> None:
-        self.folder = output.parent / f".{output.name}.partial"
-        text = json.dumps(signature, sort_keys=True)
-        self.digest = hashlib.sha256(text.encode()).hexdigest()
-        meta = self.folder / "signature.json"
-        if self.folder.exists():
-            saved = meta.read_text(encoding="utf-8") if meta.exists() else ""
-            if saved != text:
-                logger.info("%s: settings changed, discarding partial results", output)
-                shutil.rmtree(self.folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        if not meta.exists():
-            meta.write_text(text, encoding="utf-8")
-
-    def path(self, index: int) -> Path:
-        return self.folder / f"strip_{index:06d}.npy"
-
-    def done(self, index: int) -> bool:
-        return self.path(index).exists()
-
-    def save(self, index: int, array: np.ndarray) -> None:
-        target = self.path(index)
-        temporary = target.with_name(f".{target.name}.tmp")
-        with open(temporary, "wb") as handle:
-            np.save(handle, array)
-        os.replace(temporary, target)
-
-    def load(self, index: int) -> np.ndarray:
-        return np.load(self.path(index))
-
-    def remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _mask_reader(mask, spacing: float, tolerance: float, values=None):
@@ -253,11 +214,9 @@ def _apply(
         "mask": None if masks is None else os.path.abspath(masks[0].path),
         "mask values": None if mask_values is None else sorted(int(v) for v in mask_values),
         "model": model.type, "parameters": model.parameters(),
-        "weights": hashlib.sha256(
-            b"".join(p.detach().cpu().numpy().tobytes() for p in model.module.parameters())
-        ).hexdigest(),
+        "weights": weights_digest(model.module),
     }  # fmt: skip
-    strips = _Strips(output, signature)
+    strips = PartialResults(output, signature, "strip")
     block_rows, block_cols = geometry.blocks(rows), geometry.blocks(cols)
     result.tiles = block_rows * block_cols
     window = geometry.window(blending)

@@ -53,12 +53,9 @@ A tissue mask skips the tiles whose core holds no mask pixel.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -68,6 +65,7 @@ from typing import Any
 
 import numpy as np
 
+from digipath.inference.partial import PartialResults, weights_digest
 from digipath.nuclei.io import NucleiError, TypeInfo
 from digipath.nuclei.postprocess import (
     ORIGINAL_SPACING,
@@ -319,41 +317,6 @@ class SlideResult:
     per_row: list[int] = field(default_factory=list, repr=False)
 
 
-class _Rows:
-    """The saved nuclei of finished tile rows: one JSON file per row, under a signature."""
-
-    def __init__(self, output: Path, signature: dict) -> None:
-        self.folder = output.parent / f".{output.name}.partial"
-        text = json.dumps(signature, sort_keys=True)
-        meta = self.folder / "signature.json"
-        if self.folder.exists():
-            saved = meta.read_text(encoding="utf-8") if meta.exists() else ""
-            if saved != text:
-                logger.info("%s: settings changed, discarding partial results", output)
-                shutil.rmtree(self.folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        if not meta.exists():
-            meta.write_text(text, encoding="utf-8")
-
-    def path(self, index: int) -> Path:
-        return self.folder / f"row_{index:06d}.json"
-
-    def done(self, index: int) -> bool:
-        return self.path(index).exists()
-
-    def save(self, index: int, content: dict) -> None:
-        target = self.path(index)
-        temporary = target.with_name(f".{target.name}.tmp")
-        temporary.write_text(json.dumps(content), encoding="utf-8")
-        os.replace(temporary, target)
-
-    def load(self, index: int) -> dict:
-        return json.loads(self.path(index).read_text(encoding="utf-8"))
-
-    def remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
 def _model_signature(model) -> dict[str, Any]:
     signature: dict[str, Any] = {
         "model": type(model).__name__,
@@ -361,10 +324,7 @@ def _model_signature(model) -> dict[str, Any]:
     }
     module = getattr(model, "module", None)
     if module is not None and hasattr(module, "parameters"):
-        digest = hashlib.sha256()
-        for parameter in module.parameters():
-            digest.update(parameter.detach().cpu().numpy().tobytes())
-        signature["weights"] = digest.hexdigest()
+        signature["weights"] = weights_digest(module)
     elif hasattr(model, "signature"):
         signature["weights"] = str(model.signature)
     return signature
@@ -569,7 +529,7 @@ def _segment_slide(
         "mask values": None if mask_values is None else sorted(int(v) for v in mask_values),
         **_model_signature(model),
     }
-    saved = _Rows(output.with_suffix(".nuclei"), signature)
+    saved = PartialResults(output.with_suffix(".nuclei"), signature, "row", "json")
     tile_rows, tile_cols = math.ceil(rows / tile_size), math.ceil(cols / tile_size)
     result.tiles = tile_rows * tile_cols
 

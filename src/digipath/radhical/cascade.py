@@ -30,7 +30,6 @@ against the naive run (every pixel at the finest level) and the wall times.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import logging
@@ -46,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from digipath.inference.apply import apply_network
+from digipath.inference.partial import signed_folder, weights_digest
 from digipath.io import ImageReader, ImageWriter
 from digipath.radhical.decisions import (
     COMPUTE,
@@ -161,28 +161,12 @@ def _read_band(reader: ImageReader, top: int, height: int) -> np.ndarray:
 
 
 def _signature(models, thresholds: Thresholds, image: str, mask, regions, fill: float | None):
-    weights = []
-    for model in models:
-        digest = hashlib.sha256()
-        for parameter in model.module.parameters():
-            digest.update(parameter.detach().cpu().numpy().tobytes())
-        weights.append(digest.hexdigest())
+    weights = [weights_digest(model.module) for model in models]
     return {
         "image": os.path.abspath(image), "mask": None if mask is None else os.path.abspath(mask),
         "thresholds": thresholds.to_dict(), "weights": weights, "regions": regions,
         "fill holes": fill,
     }  # fmt: skip
-
-
-def _prepare_folder(folder: Path, signature: dict) -> None:
-    text = json.dumps(signature, sort_keys=True)
-    meta = folder / "signature.json"
-    if folder.exists() and (not meta.exists() or meta.read_text(encoding="utf-8") != text):
-        logger.info("%s: settings changed, recomputing every level", folder)
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    if not meta.exists():
-        meta.write_text(text, encoding="utf-8")
 
 
 def cascade_apply(
@@ -264,7 +248,7 @@ def cascade_apply(
         logger.info("%s exists: not recomputed (use overwrite)", output)
         return result
     folder = output.parent / f".{output.name}.levels"
-    _prepare_folder(
+    signed_folder(
         folder,
         _signature(
             models,
