@@ -26,6 +26,19 @@ The section maps a purpose (``training``, ``validation`` ...) to a list of group
 library's names such as ``additive_gaussian_noise`` are accepted too); the other keys of an item
 are that augmenter's constructor parameters, and ``ratio`` its chance in a random group. An
 unknown type or parameter is an error that names the key path and lists what is valid.
+
+A purpose's value may also be DeepHealth (ECVL) augmentation text
+(:func:`~digipath.augment.deephealth.parse_deephealth`), so that a parameter file can carry the
+augmentations a DeepHealth training names; its errors name ``augmentation.<purpose>`` and the
+line. An empty (or blank) text means no augmentation for that purpose::
+
+    augmentation:
+      training: |
+        SequentialAugmentationContainer
+          AugMirror p=0.5
+          AugRotate angle=[-10,10]
+        end
+      validation: ''
 """
 
 from __future__ import annotations
@@ -39,6 +52,7 @@ import numpy as np
 import yaml
 
 from digipath.augment.base import Augmenter
+from digipath.augment.deephealth import parse_deephealth
 from digipath.augment.pool import AugmenterPool
 from digipath.augment.registry import (
     ALIASES,
@@ -114,7 +128,9 @@ def pool_from_groups(
     Parameters
     ----------
     groups
-        ``[{group: name, random: bool, items: [...]}, ...]``.
+        ``[{group: name, random: bool, items: [...]}, ...]``, or a DeepHealth augmentation text
+        (one pool group ``"main"`` holding the text's augmenter; an empty or blank text gives
+        an empty pool).
     key
         Key path of ``groups`` for error messages (e.g. ``augmentation.training``).
     source
@@ -125,6 +141,8 @@ def pool_from_groups(
     source = os.fspath(source) if source is not None else None
     if groups is None:
         groups = []
+    if isinstance(groups, str):
+        return _pool_from_text(groups, key, source, rng)
     if not isinstance(groups, list):
         raise _error(key, f"expected a list of groups, got {type(groups).__name__}", source)
     pool = AugmenterPool(rng)
@@ -164,6 +182,24 @@ def pool_from_groups(
     return pool
 
 
+def _pool_from_text(
+    text: str, key: str, source: str | None, rng: np.random.Generator | int | None
+) -> AugmenterPool:
+    """The pool of one purpose given as DeepHealth augmentation text (see the module docstring)."""
+    if not text.strip():
+        return AugmenterPool(rng)
+    try:
+        augmenter = parse_deephealth(text, source=source)
+    except AugmentationConfigError as error:
+        raise _error(
+            key,
+            f"DeepHealth augmentation text, {error.key}: {error.reason} (a purpose holds a list "
+            "of groups or DeepHealth augmentation text)",
+            source,
+        ) from None
+    return AugmenterPool.from_augmenter(augmenter, rng)
+
+
 def load_augmentation(
     config: str | os.PathLike[str] | Mapping[str, Any],
     rng: np.random.Generator | int | None = None,
@@ -197,7 +233,9 @@ def load_augmentation(
         except yaml.YAMLError as error:
             raise _error("augmentation", f"not valid YAML: {error}", source) from None
     if not isinstance(config, Mapping):
-        raise _error("augmentation", "expected a mapping of purposes to group lists", source)
+        raise _error(
+            "augmentation", "expected a mapping of purposes to group lists or texts", source
+        )
     key = "augmentation"
     section = config.get("augmentation", config) if "augmentation" in config else config
     if not isinstance(section, Mapping):

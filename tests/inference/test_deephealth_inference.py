@@ -1,0 +1,173 @@
+"""Inference on DeepHealth datasets and single images: results.json, masks, overlays."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from digipath.errors import DatasetFormatError
+from digipath.inference.deephealth import infer_image, infer_on_dataset, model_description
+from digipath.training.deephealth import train_on_dataset
+
+COLOURS = {"red": (200, 40, 40), "blue": (40, 60, 200)}
+
+
+def _write_png(path: Path, rgb: np.ndarray) -> None:
+    image = rgb if rgb.ndim == 2 else cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    assert cv2.imwrite(str(path), image)
+
+
+def make_classification(folder: Path, count: int = 12, size: int = 32) -> Path:
+    """``count`` noisy PNG images of two colours (classes red, blue) and their dataset YAML."""
+    rng = np.random.default_rng(0)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    images = []
+    for i in range(count):
+        name = "red" if i % 2 == 0 else "blue"
+        noise = rng.normal(0, 15, (size, size, 3))
+        rgb = np.clip(np.array(COLOURS[name]) + noise, 0, 255).astype(np.uint8)
+        _write_png(folder / "images" / f"img{i}.png", rgb)
+        images.append({"location": f"images/img{i}.png", "label": name})
+    split = {"training": list(range(count - 4)), "validation": [count - 4, count - 3],
+             "test": [count - 2, count - 1]}  # fmt: skip
+    path = folder / "dataset.yml"
+    document = {"name": "colours", "classes": ["red", "blue"], "images": images, "split": split}
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def make_segmentation(folder: Path, count: int = 6, size: int = 64) -> Path:
+    """``count`` PNG images with a dark disk on a pale background and 0/255 disk masks."""
+    rng = np.random.default_rng(1)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "gt").mkdir(parents=True, exist_ok=True)
+    images = []
+    rows, cols = np.mgrid[:size, :size]
+    for i in range(count):
+        centre = rng.uniform(size * 0.35, size * 0.65, 2)
+        radius = rng.uniform(size * 0.15, size * 0.25)
+        disk = (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius**2
+        rgb = np.where(disk[:, :, None], (90, 30, 120), (235, 200, 220)).astype(np.float64)
+        rgb = np.clip(rgb + rng.normal(0, 10, rgb.shape), 0, 255).astype(np.uint8)
+        _write_png(folder / "images" / f"s{i}.png", rgb)
+        _write_png(folder / "gt" / f"s{i}.png", disk.astype(np.uint8) * 255)
+        images.append({"location": f"images/s{i}.png", "label": f"gt/s{i}.png"})
+    split = {"training": list(range(count - 2)), "validation": [count - 2], "test": [count - 1]}
+    path = folder / "dataset.yml"
+    path.write_text(yaml.safe_dump({"name": "disks", "images": images, "split": split}))
+    return path
+
+
+FAST = {"Epochs": 2, "Batch size": 4, "Input height": 32, "Input width": 32,
+        "Learning rate": 0.003}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("classifier")
+    dataset = make_classification(folder / "dataset")
+    result = train_on_dataset(dataset, "cifar", FAST, folder / "out", seed=3)
+    return dataset, result["best_model"]
+
+
+@pytest.fixture(scope="module")
+def segmenter(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("segmenter")
+    dataset = make_segmentation(folder / "dataset")
+    settings = {**FAST, "Learning rate": 0.01}
+    result = train_on_dataset(dataset, "unet", settings, folder / "out", seed=0,
+                              model_options={"depth": 2, "branching factor": 2})  # fmt: skip
+    return dataset, result["best_model"]
+
+
+def test_model_description(classifier, segmenter):
+    description = model_description(classifier[1])
+    assert description["task"] == "classification" and description["classes"] == ["red", "blue"]
+    assert description["input_shape"] == (32, 32)
+    description = model_description(segmenter[1])
+    assert description["task"] == "segmentation" and description["spacing"] == 0.5
+
+
+def test_classification_results(classifier, tmp_path):
+    dataset, model = classifier
+    calls = []
+    path = infer_on_dataset(dataset, model, tmp_path, progress=lambda d, t: calls.append((d, t)),
+                            batch_size=1)  # fmt: skip
+    assert path == tmp_path / "results.json"
+    results = json.loads(path.read_text())
+    assert results["task"] == "classification" and results["classes"] == ["red", "blue"]
+    assert results["count"] == 2 and results["split"] == "test"
+    assert calls == [(1, 2), (2, 2)]
+    for entry in results["images"]:
+        assert set(entry) == {"image", "scores", "predicted", "label"}
+        assert len(entry["scores"]) == 2 and sum(entry["scores"]) == pytest.approx(1.0, abs=1e-4)
+        assert entry["predicted"] == results["classes"][int(np.argmax(entry["scores"]))]
+    assert [e["label"] for e in results["images"]] == ["red", "blue"]
+    accuracy = np.mean([e["label"] == e["predicted"] for e in results["images"]])
+    assert results["metrics"] == {"accuracy": accuracy}
+    # the training split, in one batch
+    results = json.loads(infer_on_dataset(dataset, model, tmp_path, split="training").read_text())
+    assert results["count"] == 8 and results["metrics"]["accuracy"] >= 0.5
+
+
+def test_classification_of_one_image(classifier, tmp_path):
+    dataset, model = classifier
+    image = Path(dataset).parent / "images" / "img0.png"
+    results = json.loads(infer_image(image, model, tmp_path).read_text())
+    assert results["count"] == 1 and results["metrics"] == {}
+    (entry,) = results["images"]
+    assert entry["label"] is None and entry["predicted"] in ("red", "blue")
+    assert entry["image"] == str(image)
+
+
+def test_segmentation_results(segmenter, tmp_path):
+    dataset, model = segmenter
+    calls = []
+    results = json.loads(
+        infer_on_dataset(
+            dataset, model, tmp_path, progress=lambda d, t: calls.append(d)
+        ).read_text()
+    )
+    assert results["task"] == "segmentation" and results["count"] == 1 and calls == [1]
+    (entry,) = results["images"]
+    assert set(entry) == {"image", "mask", "overlay", "dice"}
+    mask = cv2.imread(str(tmp_path / entry["mask"]), cv2.IMREAD_UNCHANGED)
+    overlay = cv2.imread(str(tmp_path / entry["overlay"]), cv2.IMREAD_COLOR)
+    assert mask.shape == (64, 64) and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}
+    assert overlay.shape == (64, 64, 3)
+    image = cv2.imread(str(Path(dataset).parent / entry["image"]), cv2.IMREAD_COLOR)
+    np.testing.assert_array_equal(overlay[mask == 0], image[mask == 0])
+    truth = cv2.imread(str(Path(dataset).parent / "gt" / "s5.png"), cv2.IMREAD_GRAYSCALE) > 0
+    predicted = mask > 0
+    dice = 2 * (predicted & truth).sum() / (predicted.sum() + truth.sum())
+    assert entry["dice"] == pytest.approx(dice)
+    assert results["metrics"] == {"dice": pytest.approx(dice)}
+    assert not (tmp_path / ".work").exists()
+
+
+def test_segmentation_of_one_image(segmenter, tmp_path):
+    dataset, model = segmenter
+    image = Path(dataset).parent / "images" / "s0.png"
+    results = json.loads(infer_image(image, model, tmp_path).read_text())
+    (entry,) = results["images"]
+    assert entry["dice"] is None and results["metrics"] == {}
+    assert (tmp_path / entry["mask"]).is_file() and (tmp_path / entry["overlay"]).is_file()
+
+
+def test_inference_errors_name_the_dataset(classifier, tmp_path):
+    dataset, model = classifier
+    with pytest.raises(DatasetFormatError, match="no such split") as caught:
+        infer_on_dataset(dataset, model, tmp_path, split="holdout")
+    assert caught.value.source == str(dataset)
+    document = yaml.safe_load(Path(dataset).read_text())
+    document["images"][10]["location"] = "images/missing.png"
+    broken = Path(dataset).with_name("broken.yml")
+    broken.write_text(yaml.safe_dump(document))
+    with pytest.raises(DatasetFormatError, match=r"missing\.png") as caught:
+        infer_on_dataset(broken, model, tmp_path)
+    assert caught.value.key == "images[10].location"
