@@ -102,9 +102,12 @@ def test_classification_results(classifier, tmp_path):
     results = json.loads(path.read_text())
     assert results["task"] == "classification" and results["classes"] == ["red", "blue"]
     assert results["count"] == 2 and results["split"] == "test"
+    assert results["model"] == Path(model).name and "/" not in results["dataset"]
     assert calls == [(1, 2), (2, 2)]
     for entry in results["images"]:
-        assert set(entry) == {"image", "scores", "predicted", "label"}
+        assert set(entry) == {"image", "scores", "predicted", "label", "preview"}
+        preview = cv2.imread(str(tmp_path / entry["preview"]))
+        assert preview is not None and max(preview.shape[:2]) <= 256
         assert len(entry["scores"]) == 2 and sum(entry["scores"]) == pytest.approx(1.0, abs=1e-4)
         assert entry["predicted"] == results["classes"][int(np.argmax(entry["scores"]))]
     assert [e["label"] for e in results["images"]] == ["red", "blue"]

@@ -196,6 +196,24 @@ def test_classification_training(classification):
     assert (folder / "out" / "data" / "classification" / "database.yaml").is_file()
 
 
+def test_the_chain_learns_an_easy_task(tmp_path):
+    """Red against blue: a few epochs of training reach a perfect test split."""
+    import json
+
+    from digipath.inference.deephealth import infer_on_dataset
+
+    dataset = make_classification(tmp_path, count=24)
+    settings = TrainSettings.from_mapping(
+        {"Epochs": 6, "Batch size": 4, "Input height": 32, "Input width": 32,
+         "Learning rate": 0.001}
+    )  # fmt: skip
+    result = train_on_dataset(dataset, "cifar", settings, tmp_path / "out", seed=1)
+    assert result["rows"][-1]["validation accuracy"] == 1.0
+    results = json.loads(infer_on_dataset(dataset, result["best_model"], tmp_path / "inf")
+                         .read_text())  # fmt: skip
+    assert results["metrics"]["accuracy"] == 1.0
+
+
 def test_fine_tuning_starts_from_the_model_file(classification, tmp_path):
     dataset, _, result = classification
     settings = {**FAST, "Epochs": 1, "Learning rate": 1e-9}

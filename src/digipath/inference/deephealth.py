@@ -3,11 +3,12 @@
 :func:`infer_on_dataset` and :func:`infer_image` write ``results.json`` into an output folder
 (under a temporary name, then renamed)::
 
-    {"task": "classification", "model": "<model file>", "dataset": "<yaml or null>",
+    {"task": "classification", "model": "<model file name>", "dataset": "<yaml name or null>",
      "split": "test", "classes": ["red", "blue"], "count": 2,
      "metrics": {"accuracy": 1.0},                  # when some images have labels
      "images": [{"image": "<location>", "scores": [0.97, 0.03], "predicted": "red",
-                 "label": "red"}, ...]}              # label null when unknown
+                 "label": "red",                     # null when unknown
+                 "preview": "previews/00000_a.png"}, ...]}
 
     {"task": "segmentation", ..., "classes": ["background", "foreground"],
      "metrics": {"dice": 0.91},                     # mean over images with a ground truth
@@ -22,7 +23,10 @@ spacing (slides that :class:`~digipath.io.ImageReader` reads are used as they ar
 the class index per pixel (at the processing spacing, which is the image's own size for
 ordinary images), ``overlay`` the image with the foreground classes tinted, ``dice`` the Dice
 coefficient of the foreground (every class > 0) against the ground truth (1.0 when both are
-empty). Paths in ``mask`` and ``overlay`` are relative to the output folder.
+empty). ``preview`` is the classified image at most 256 pixels on a side. Paths in
+``mask``, ``overlay`` and ``preview`` are relative to the output folder; ``model`` and
+``dataset`` are file names only (the output is shown to users who need not know the server's
+folders).
 
 The task, class names, input shape and spacing come from the model file's header (the
 ``deephealth`` entry :func:`~digipath.training.deephealth.train_on_dataset` writes, else the
@@ -208,14 +212,14 @@ def _infer(
     output.mkdir(parents=True, exist_ok=True)
     document: dict[str, Any] = {
         "task": description["task"],
-        "model": os.path.abspath(os.fspath(model_file)),
-        "dataset": source,
+        "model": os.path.basename(os.fspath(model_file)),
+        "dataset": None if source is None else os.path.basename(source),
         "split": split,
         "classes": description["classes"],
     }
     if description["task"] == "classification":
-        entries, metrics = _classify(dataset, indices, source, model, description, progress,
-                                     batch_size)  # fmt: skip
+        entries, metrics = _classify(dataset, indices, source, model, description, output,
+                                     progress, batch_size)  # fmt: skip
     else:
         entries, metrics = _segment(dataset, indices, source, model, description, output,
                                     progress, batch_size)  # fmt: skip
@@ -231,7 +235,23 @@ def _infer(
 # Classification
 
 
-def _classify(dataset, indices, source, model, description, progress, batch_size):
+PREVIEW_SIDE = 256
+"""Largest side of a classification preview, in pixels."""
+
+
+def _preview(image: np.ndarray, path: Path) -> None:
+    side = max(image.shape[:2])
+    if side > PREVIEW_SIDE:
+        scale = PREVIEW_SIDE / side
+        shape = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+        image = cv2.resize(image, shape, interpolation=cv2.INTER_AREA)
+    _write_png(path, image)
+
+
+def _classify(dataset, indices, source, model, description, output, progress, batch_size):
+    from digipath.data.deephealth_convert import sample_stem
+
+    (output / "previews").mkdir(exist_ok=True)
     classes = description["classes"]
     shape = description["input_shape"]
     normalise = _normalizer(model)
@@ -239,16 +259,19 @@ def _classify(dataset, indices, source, model, description, progress, batch_size
     total = len(indices)
     for start in range(0, total, batch_size):
         chunk = indices[start : start + batch_size]
-        patches = []
+        patches, previews = [], []
         for index in chunk:
             location = dataset.locations(index)[0]
             image = read_rgb(location, f"images[{index}].location", source)
             patches.append(resize_area(image, shape))
+            preview = f"previews/{sample_stem(index, location)}.png"
+            _preview(image, output / preview)
+            previews.append(preview)
         batch = normalise(np.stack(patches)).astype(np.float32).transpose(0, 3, 1, 2)
         scores = np.asarray(model.predict(np.ascontiguousarray(batch))["predictions"])
         if scores.ndim == 4:
             scores = scores.reshape(*scores.shape[:2], -1).mean(axis=2)
-        for index, row in zip(chunk, scores, strict=True):
+        for index, row, preview in zip(chunk, scores, previews, strict=True):
             label = dataset.images[index].label
             if isinstance(label, tuple):
                 label = label[0] if len(label) == 1 else None
@@ -259,6 +282,7 @@ def _classify(dataset, indices, source, model, description, progress, batch_size
                 else str(int(np.argmax(row))),
                 "label": dataset.classes[label] if label is not None
                 and label < len(dataset.classes) else None,
+                "preview": preview,
             })  # fmt: skip
             if progress is not None:
                 progress(len(entries), total)
