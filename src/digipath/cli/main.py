@@ -15,6 +15,7 @@ from digipath.cli import (
     info,
     nuclei,
     radhical,
+    serve,
     tissue,
     tools,
     train,
@@ -46,6 +47,7 @@ app.command(name="threshold")(tools.threshold)
 app.command(name="zoom")(tools.zoom)
 app.command(name="overlay")(tools.overlay)
 app.command(name="tissue-mask")(tissue.tissue_mask)
+app.command(name="serve")(serve.serve)
 app.add_typer(radhical.app, name="radhical")
 app.add_typer(nuclei.app, name="nuclei")
 

@@ -1,0 +1,1 @@
+"""The JSON REST API under ``/api/v1``: one router per resource."""
