@@ -107,7 +107,7 @@ def test_register_slides_under_the_root(users, settings, tmp_path):
 def test_families_and_weights(users, tmp_path):
     alice, bob = users("alice"), users("bob")
     families = alice.get("/api/v1/models?task=segmentation").json()
-    assert [f["model_type"] for f in families] == ["unet"]
+    assert [f["model_type"] for f in families] == ["unet", "hovernet"]
     weights = upload_weights(alice, model_file(tmp_path), name="cifar weights")
     assert weights["model_type"] == "cifar" and weights["classes"] == ["0", "1"]
     assert weights["active"] and weights["size"] > 0 and len(weights["digest"]) == 64
