@@ -219,3 +219,18 @@ def test_malformed_dataset_documents(users, split):
     )
     assert response.status_code == 422
     assert "split" in response.json()["detail"]
+
+
+def test_openapi_page(api):
+    from digipath.server.app import vendor_folder
+
+    schema = api.get("/api/v1/openapi.json").json()
+    for path in ("/api/v1/jobs/train", "/api/v1/datasets", "/api/v1/weights", "/api/v1/tokens"):
+        assert path in schema["paths"]
+    assert "/login" not in schema["paths"]  # pages are not API
+    docs = api.get("/api/v1/docs")
+    if vendor_folder("swagger-ui") is None:
+        assert docs.status_code == 404 and "make venv" in docs.json()["detail"]
+    else:
+        assert docs.status_code == 200 and "/vendor/swagger-ui/swagger-ui-bundle.js" in docs.text
+        assert api.get("/vendor/swagger-ui/swagger-ui-bundle.js").status_code == 200
