@@ -154,3 +154,14 @@ def test_delete_account(users, api):
     assert bob.get(f"/api/v1/projects/{shared['id']}").status_code == 200
     ids = [p["id"] for p in bob.get("/api/v1/projects").json()]
     assert mine["id"] not in ids
+
+
+def test_password_reset_requests_are_rate_limited(api):
+    _register(api)
+    for _ in range(3):
+        assert (
+            api.post("/api/v1/auth/password-reset", json={"username": "alice"}).status_code == 202
+        )
+    limited = api.post("/api/v1/auth/password-reset", json={"username": "alice"})
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) > 0
+    assert _login(api).status_code == 200  # log-ins of the user are not blocked by it

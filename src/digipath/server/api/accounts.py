@@ -229,7 +229,19 @@ def request_reset(
     body: ResetRequest, request: Request, db: Session = Depends(database, scope="function")
 ) -> dict:
     """Make a reset token for the user (mailed, or in the server log). The answer is the same
-    whether or not the user exists."""
+    whether or not the user exists; requests are rate limited as failed log-ins are."""
+    settings = request.app.state.settings
+    key, client = f"reset:{body.username}"[:64], _client(request)
+    wait = retry_after(
+        db, key, client, attempts=settings.login_attempts, window_s=settings.login_window_s
+    )
+    if wait:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"too many password-reset requests; try again in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
+    record_failure(db, key, client)
     user = db.scalar(select(User).where(User.username == body.username))
     if user is not None:
         token = new_token()
