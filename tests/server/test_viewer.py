@@ -72,6 +72,8 @@ def test_whole_slide_job_and_its_tiles(running, settings, tmp_path):
     slide = client.get(f"/api/v1/jobs/{job_id}/slide.dzi")
     overlay = client.get(f"/api/v1/jobs/{job_id}/overlay.dzi")
     assert _dzi_size(slide.text) == _dzi_size(overlay.text) == (512, 512)
+    # translucent overlay tiles do not overlap (they would be blended twice at the seams)
+    assert ET.fromstring(overlay.text).get("Overlap") == "0"
     top = 10  # ceil(log2(512)) + 1 levels: 0..9
     tile = client.get(f"/api/v1/jobs/{job_id}/slide_files/{top - 1}/0_0.jpeg")
     assert tile.status_code == 200 and tile.headers["content-type"] == "image/jpeg"

@@ -50,10 +50,13 @@ def _slide(path: str):
 
 
 def _overlay(slide_path: str, map_path: str):
+    from digipath.io.deepzoom import DeepZoomOverlay
     from digipath.io.reader import ImageReader
 
     def make():
-        return _slide(slide_path).overlay(ImageReader(map_path))
+        # No overlap: overlapping translucent tiles would be blended twice (a seam).
+        slide = _slide(slide_path)
+        return DeepZoomOverlay(slide.reader, ImageReader(map_path), overlap=0)
 
     return _source(("overlay", slide_path, map_path), make)
 
