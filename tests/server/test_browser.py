@@ -3,10 +3,11 @@
 One scenario: register, log out and in, create a classification project, upload a tiny
 DeepHealth dataset and model weights, train 2 epochs and see the curves, run inference on the
 test split with the trained weights and see the result table, start a long training and stop
-it from the notifications page (REVOKED), open the account page and the slide viewer. A
-full-page screenshot of every page goes to ``DIGIPATH_TEST_ARTIFACTS`` (default
-``test-artifacts/screenshots``). Skipped without ``/usr/bin/chromium`` unless
-``DIGIPATH_REQUIRE_BROWSER=1``.
+it from the notifications page (REVOKED), open the account page and the slide viewer, then use
+the project page's Configuration cards (share a dataset, rename weights, set an allowed
+property, delete a dataset). A full-page screenshot of every page goes to
+``DIGIPATH_TEST_ARTIFACTS`` (default ``test-artifacts/screenshots``). Skipped without
+``/usr/bin/chromium`` unless ``DIGIPATH_REQUIRE_BROWSER=1``.
 """
 
 from __future__ import annotations
@@ -81,10 +82,14 @@ class Shots:
         self.count = 0
         self.taken: list[Path] = []
 
-    def __call__(self, name: str) -> Path:
-        self.count += 1
+    def __call__(self, name: str, number: int | None = None, element: str | None = None) -> Path:
+        """Save ``NN_name.png`` (``number``, or the next one): the full page, or ``element``."""
+        self.count = self.count + 1 if number is None else number
         path = self.folder / f"{self.count:02d}_{name}.png"
-        self.page.screenshot(path=str(path), full_page=True)
+        if element is None:
+            self.page.screenshot(path=str(path), full_page=True)
+        else:
+            self.page.locator(element).screenshot(path=str(path))
         self.taken.append(path)
         return path
 
@@ -142,6 +147,10 @@ def test_scenario(server, browser, tmp_path) -> None:
         where = (message.location or {}).get("url", "")
         if "401" in message.text and where.endswith("/api/v1/auth/login"):
             return  # the wrong password, on purpose
+        if "422" in message.text and re.search(
+            r"/api/v1/(allowed-properties|datasets/\d+)$", where
+        ):
+            return  # an invalid allowed-value rule, a share with an unknown user: on purpose
         problems.append(f"console {message.type} on {page.url} ({where}): {message.text}")
 
     page.on("console", console)
@@ -204,6 +213,11 @@ def _scenario(server, page, shot, tmp: Path) -> None:
     page.fill("#login-password", NEW_PASSWORD)
     page.click("#login-form button[type=submit]")
     page.wait_for_url(url + "/")
+    # a second user (a project member, a dataset share), registered through the API
+    answer = page.request.post(
+        f"{url}/api/v1/auth/register", data={"username": "bob", "password": PASSWORD}
+    )
+    assert answer.ok, answer.text()
 
     # a project
     page.fill("#project-name", "Colours <b>demo</b>")
@@ -362,10 +376,6 @@ def _scenario(server, page, shot, tmp: Path) -> None:
     page.wait_for_url(re.compile(r"/projects/\d+$"))
     page.wait_for_selector("main[data-ready=true]")
     # owners edit the project: a description and a second member
-    answer = page.request.post(
-        f"{url}/api/v1/auth/register", data={"username": "bob", "password": PASSWORD}
-    )
-    assert answer.ok, answer.text()
     page.fill("#edit-description", "one slide, one U-Net")
     page.click("#edit-add-member")
     page.locator("#edit-members .member-name").last.fill("bob")
@@ -429,15 +439,133 @@ def _scenario(server, page, shot, tmp: Path) -> None:
     page.wait_for_url(f"{url}/jobs/{slide_job}/viewer")
     if page.locator("#viewer-missing").count():
         shot("viewer_not_installed")
-        return
-    page.wait_for_selector("main[data-overlay=open]", state="attached")
-    page.locator("#overlay-opacity").fill("0.8")
-    page.wait_for_timeout(800)  # tiles
-    shot("viewer_job_overlay")
-    page.goto(f"{url}/datasets/{dataset_id(page, url, 'one slide')}/samples/0/viewer")
-    page.wait_for_selector("main[data-viewer=open]", state="attached")
-    page.wait_for_timeout(500)
-    shot("viewer_dataset_slide")
+    else:
+        page.wait_for_selector("main[data-overlay=open]", state="attached")
+        page.locator("#overlay-opacity").fill("0.8")
+        page.wait_for_timeout(800)  # tiles
+        shot("viewer_job_overlay")
+        page.goto(f"{url}/datasets/{dataset_id(page, url, 'one slide')}/samples/0/viewer")
+        page.wait_for_selector("main[data-viewer=open]", state="attached")
+        page.wait_for_timeout(500)
+        shot("viewer_dataset_slide")
+
+    _configuration(page, shot, url, project_url, weights, tmp)
+
+
+def _configuration(page, shot, url: str, project_url: str, weights: int, tmp: Path) -> None:
+    """The Configuration cards of the classification project: share a dataset, rename the
+    trained weights, delete a throw-away dataset, set an allowed property (and be told off
+    for a bad rule)."""
+    expect = sync_api.expect
+    page.goto(project_url)
+    page.wait_for_selector("main[data-ready=true]")
+    throwaway_yaml, throwaway_zip = make_classification_dataset(tmp / "throwaway", count=6)
+    page.fill("#dataset-name", "throw-away")
+    page.set_input_files("#dataset-yaml", str(throwaway_yaml))
+    page.set_input_files("#dataset-zip", str(throwaway_zip))
+    page.click("#dataset-form button[type=submit]")
+    page.wait_for_selector("#dataset-message.ok")
+    page.select_option("#select-family", label="CifarNet (cifar)")
+    _choose(page, "#select-dataset", "colours")
+    _settled(page)
+    datasets = page.locator("#datasets-table tbody")
+    expect(datasets.filter(has_text="throw-away")).to_have_count(1)
+    expect(datasets.filter(has_text="one slide")).to_have_count(1)  # of the other project's task
+
+    # share the dataset with bob
+    colours = datasets.filter(has=page.locator(".record-name", has_text=re.compile("^colours$")))
+    colours.locator("button.edit-button").click()
+    page.wait_for_selector("#edit-dialog[open]")
+    page.click("#edit-dialog-add-share")
+    page.locator("#edit-dialog-shares .member-name").last.fill("bob")
+    page.locator("#edit-dialog-shares .member-role").last.select_option("viewer")
+    page.click("#edit-dialog-save")
+    page.wait_for_selector("#datasets-message.ok")
+    expect(colours.locator(".shares")).to_have_text("Shared with: bob (viewer)")
+    stored = page.request.get(f"{url}/api/v1/datasets/{dataset_id(page, url, 'colours')}").json()
+    assert stored["shares"] == [{"username": "bob", "role": "viewer"}]
+    # a user listed twice, then an unknown user: refused, in the dialog
+    colours.locator("button.edit-button").click()
+    page.click("#edit-dialog-add-share")
+    page.locator("#edit-dialog-shares .member-name").last.fill("bob")
+    page.click("#edit-dialog-save")
+    expect(page.locator("#edit-dialog-message.error")).to_have_text(
+        "bob is listed twice: keep one role."
+    )
+    page.locator("#edit-dialog-shares .member-name").last.fill("nobody-here")
+    page.click("#edit-dialog-save")
+    expect(page.locator("#edit-dialog-message.error")).to_contain_text("no user 'nobody-here'")
+    page.click("#edit-dialog-cancel")
+    expect(page.locator("#edit-dialog")).not_to_have_attribute("open", "")
+
+    # rename the trained weights
+    row = page.locator(f"#weights-table tbody[data-id='{weights}']")
+    expect(row.locator("a.download-link")).to_have_attribute(
+        "href", f"/api/v1/weights/{weights}/download"
+    )
+    row.locator("button.edit-button").click()
+    page.fill("#edit-dialog-name", "colour classifier")
+    page.click("#edit-dialog-save")
+    page.wait_for_selector("#weights-table-message.ok")
+    expect(row.locator(".record-name")).to_have_text("colour classifier")
+    expect(page.locator(f"#select-weights option[value='{weights}']")).to_contain_text(
+        "colour classifier"
+    )
+
+    # delete the throw-away dataset once its name is typed
+    throwaway = datasets.filter(has_text="throw-away")
+    throwaway.locator("button.delete-button").click()
+    delete = page.locator("dialog.typed-confirm button.danger")
+    expect(delete).to_be_disabled()
+    page.locator("dialog.typed-confirm input.confirm-name").fill("throw")
+    expect(delete).to_be_disabled()
+    page.locator("dialog.typed-confirm input.confirm-name").fill("throw-away")
+    delete.click()
+    page.wait_for_selector("#datasets-message.ok")
+    expect(throwaway).to_have_count(0)
+    expect(page.locator("#select-dataset option", has_text="throw-away")).to_have_count(0)
+
+    # an allowed property of the model: Epochs > 0, default 3
+    page.select_option("#allowed-property", label="Epochs (INT)")
+    expect(page.locator("#allowed-rule")).to_have_value(">0")  # the fixture's rule
+    page.fill("#allowed-rule", ">0")
+    page.fill("#allowed-default", "3")
+    page.click("#allowed-form button[type=submit]")
+    page.wait_for_selector("#allowed-message.ok")
+    _settled(page)
+    epochs_row = page.locator("#properties-table tbody tr").filter(
+        has=page.locator('[data-property="Epochs"]')
+    )
+    expect(epochs_row).to_contain_text("Default: 3 Allowed: >0")
+    expect(page.locator('#properties-table [data-property="Epochs"]')).to_have_value("3")
+    expect(page.locator("#allowed-table tr[data-property-id]", has_text="Epochs")).to_contain_text(
+        "3"
+    )
+    # a rule for the chosen dataset only: Batch size default 4 on colours
+    page.select_option("#allowed-property", label="Batch size (INT)")
+    page.check("#allowed-only-dataset")
+    page.fill("#allowed-rule", "[2,4,8]")
+    page.fill("#allowed-default", "4")
+    page.click("#allowed-form button[type=submit]")
+    page.wait_for_selector("#allowed-message.ok")
+    _settled(page)
+    batch_row = page.locator("#properties-table tbody tr").filter(
+        has=page.locator('[data-property="Batch size"]')
+    )
+    expect(batch_row).to_contain_text("Default: 4 Allowed: [2,4,8]")
+    rule = page.locator("#allowed-table tr[data-property-id]", has_text="Batch size")
+    expect(rule.filter(has_text="colours")).to_contain_text("[2,4,8]")
+    page.uncheck("#allowed-only-dataset")
+    page.select_option("#allowed-property", label="Epochs (INT)")
+    shot("project_configuration", number=18, element="#configuration")
+    # a rule the server refuses: its 422 message is shown, nothing changes
+    page.fill("#allowed-rule", "between 1 and 5")
+    page.click("#allowed-form button[type=submit]")
+    message = page.locator("#allowed-message.error")
+    expect(message).to_contain_text("expected '>0', '>=1'")
+    expect(epochs_row).to_contain_text("Default: 3 Allowed: >0")
+    page.locator("#allowed-card").scroll_into_view_if_needed()
+    shot("allowed_properties", number=19)
 
 
 def dataset_id(page, url: str, name: str) -> int:

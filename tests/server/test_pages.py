@@ -207,6 +207,23 @@ def test_scripts_never_write_html():
         assert "expression(" not in path.read_text(encoding="utf-8")
 
 
+def test_project_page_has_the_configuration_cards(client, world):
+    text = client.get(f"/projects/{world['project']['id']}").text
+    for ident in (
+        "configuration", "datasets-table", "datasets-message", "weights-table",
+        "weights-table-message", "allowed-form", "allowed-property", "allowed-only-dataset",
+        "allowed-rule", "allowed-default-field", "allowed-message", "allowed-table",
+        "edit-dialog", "edit-dialog-form", "edit-dialog-name", "edit-dialog-public",
+        "edit-dialog-shares",
+    ):  # fmt: skip
+        assert f'id="{ident}"' in text, ident
+    assert text.count("<details open>") == 3
+    for title in ("Datasets", "Model weights", "Allowed properties", "Configuration"):
+        assert f">{title}</h2>" in text, title
+    assert "&gt;=1" in text and "[a,b,c]" in text  # the rule hint
+    assert '<dialog id="edit-dialog" class="edit-dialog" aria-labelledby' in text  # closed
+
+
 def test_project_page_of_another_user_is_not_found(client, world, app):
     with TestClient(app) as other:
         _login(other, "bob")

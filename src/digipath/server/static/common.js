@@ -168,6 +168,42 @@
     });
   }
 
+  /* A modal confirmation of a deletion: OK is enabled once `name` is typed exactly. Resolves
+     true (deleted) or false. */
+  function typedConfirm(title, lines, name, okText) {
+    return new Promise((resolve) => {
+      const list = el("ul");
+      for (const line of lines || []) list.append(el("li", { text: line }));
+      const input = el("input", { className: "confirm-name", autocomplete: "off", "aria-label": "name to confirm" });
+      const ok = el("button", { type: "button", className: "danger", text: okText || "Delete", disabled: true });
+      const cancel = el("button", { type: "button", text: "Cancel" });
+      const dialog = el(
+        "dialog", { className: "confirm-dialog typed-confirm" },
+        el("h2", { text: title }), list,
+        el("label", { className: "confirm-label" }, "Type ", el("strong", { text: name }), " to confirm", input),
+        el("div", { className: "dialog-buttons" }, cancel, ok)
+      );
+      function close(answer) {
+        dialog.close();
+        dialog.remove();
+        resolve(answer);
+      }
+      input.addEventListener("input", () => { ok.disabled = input.value !== name; });
+      input.addEventListener("keydown", (event) => {
+        if (event.key === "Enter" && !ok.disabled) close(true);
+      });
+      ok.addEventListener("click", () => close(true));
+      cancel.addEventListener("click", () => close(false));
+      dialog.addEventListener("cancel", (event) => {
+        event.preventDefault();
+        close(false);
+      });
+      document.body.append(dialog);
+      dialog.showModal();
+      input.focus();
+    });
+  }
+
   /* Fill a <select> with options [{value, text}], keeping the chosen value when it is there. */
   function fillSelect(select, options, keep) {
     const previous = keep === undefined ? select.value : keep;
@@ -259,6 +295,6 @@
   window.dp = {
     api: api, el: el, clear: clear, byId: byId, date: date, duration: duration, say: say,
     statusBadge: statusBadge, finished: finished, kindName: kindName, onSlide: onSlide,
-    confirmDialog: confirmDialog, memberRow: memberRow, memberList: memberList, fillSelect: fillSelect, query: query, csrfToken: csrfToken,
+    confirmDialog: confirmDialog, typedConfirm: typedConfirm, memberRow: memberRow, memberList: memberList, fillSelect: fillSelect, query: query, csrfToken: csrfToken,
   };
 })();

@@ -1,5 +1,7 @@
 /* /projects/{id}: uploads, the Train / Inference / Inference single / Whole slide tabs with
-   the properties table, the project's info and members. */
+   the properties table, the project's info and members, and the "Configuration" cards:
+   datasets (rename, publish, share, delete), the model's weights (download, edit, delete) and
+   its allowed properties. */
 "use strict";
 
 (function () {
@@ -9,6 +11,7 @@
   const state = {
     project: null, families: [], datasets: [], weights: [], properties: [], samples: [],
     tab: "train", polling: null,
+    allDatasets: [], familyWeights: [], propertyList: [], allowedRows: [], editing: null,
   };
 
   const $ = dp.byId;
@@ -35,7 +38,9 @@
   }
 
   async function loadDatasets(select) {
-    state.datasets = await dp.api("GET", "/datasets?task=" + encodeURIComponent(task));
+    state.allDatasets = await dp.api("GET", "/datasets");
+    state.datasets = state.allDatasets.filter((d) => d.task === task);
+    showDatasets();
     const options = state.datasets.map((d) => ({
       value: d.id, text: d.name + " (" + d.samples + " samples" + (d.public ? ", public" : "") + ")",
     }));
@@ -229,7 +234,10 @@
     showJob(job);
     if (dp.finished(job.status)) {
       loadRecent();
-      if (job.kind === "train" && job.status === "SUCCESS") loadWeights(String(job.output_weights_id || ""));
+      if (job.kind === "train" && job.status === "SUCCESS") {
+        loadWeights(String(job.output_weights_id || ""));
+        loadWeightsTable().catch((error) => dp.say("weights-table-message", error.message, "error"));
+      }
       return;
     }
     state.polling = setTimeout(async () => {
@@ -408,7 +416,9 @@
       const made = await dp.api("POST", "/weights", form);
       dp.say("weights-message", "Uploaded weights " + made.id + " (" + made.family + ", classes " + (made.classes.join(", ") || "?") + ").", "ok");
       $("weights-form").reset();
-      if (String(made.family_id) === $("select-family").value) await loadWeights(String(made.id));
+      if (String(made.family_id) === $("select-family").value) {
+        await Promise.all([loadWeights(String(made.id)), loadWeightsTable()]);
+      }
     } catch (error) {
       dp.say("weights-message", error.message, "error");
     }
@@ -467,22 +477,351 @@
     }
   }
 
+  /* ---------------------------------------------------------------- configuration */
+
+  /* Whether the caller may change a dataset or weights: theirs, or shared with them as owner. */
+  function canChange(item) {
+    const user = me();
+    return Boolean(item.mine || (item.shares || []).some((s) => s.username === user && s.role === "owner"));
+  }
+
+  function sharesText(item) {
+    return (item.shares || []).map((s) => s.username + " (" + s.role + ")").join(", ");
+  }
+
+  function yesNo(value) {
+    return value ? "yes" : "no";
+  }
+
+  function smallButton(text, className, onClick, label) {
+    return dp.el("button", { type: "button", className: "small " + className, text: text, title: label, "aria-label": label, onclick: onClick });
+  }
+
+  /* One record of a table.records: its own <tbody>, a main row and a row of shares and actions. */
+  function record(table, ident, cells, shares, actions) {
+    const group = dp.el("tbody", { dataset: { id: String(ident) } });
+    const row = dp.el("tr", { className: "main-row" });
+    for (const cell of cells) row.append(cell instanceof Node && cell.tagName === "TD" ? cell : dp.el("td", {}, cell));
+    group.append(row);
+    if (shares || actions.length) {
+      row.classList.add("has-detail");
+      const detail = dp.el("td", { colspan: String(cells.length) });
+      if (shares) detail.append(dp.el("div", { className: "shares", text: "Shared with: " + shares }));
+      if (actions.length) detail.append(dp.el("div", { className: "record-actions" }, ...actions));
+      group.append(dp.el("tr", { className: "detail-row" }, detail));
+    }
+    table.append(group);
+  }
+
+  function emptyTable(table, columns, text) {
+    for (const old of table.querySelectorAll("tbody")) old.remove();
+    if (text) table.append(dp.el("tbody", {}, dp.el("tr", {}, dp.el("td", { colspan: String(columns), className: "empty", text: text }))));
+  }
+
+  /* The Datasets card: every dataset the caller can see (of any task). */
+  function showDatasets() {
+    const table = $("datasets-table");
+    emptyTable(table, 5, state.allDatasets.length ? "" : "No datasets yet: upload one.");
+    for (const d of state.allDatasets) {
+      const changeable = canChange(d);
+      const toggle = dp.el("input", {
+        type: "checkbox", className: "public-toggle", checked: d.public, disabled: !changeable,
+        "aria-label": "public: " + d.name, title: changeable ? "public: everyone may use it" : "only its owners may change this",
+      });
+      toggle.addEventListener("change", () => setDatasetPublic(d, toggle));
+      const name = dp.el("td", {}, dp.el("span", { className: "record-name", text: d.name }),
+        dp.el("span", { className: "hint", text: " #" + d.id }));
+      const actions = changeable ? [
+        smallButton("Edit", "edit-button", () => openEditor("dataset", d), "edit dataset " + d.name),
+        smallButton("Delete", "danger delete-button", () => deleteDataset(d), "delete dataset " + d.name),
+      ] : [];
+      record(table, d.id, [name, d.task, String(d.samples), d.owner || "—", dp.el("td", {}, toggle)],
+        sharesText(d), actions);
+      if (d.task !== task) table.lastElementChild.classList.add("other-task");
+    }
+  }
+
+  /* Reload the datasets (the card and the dropdowns); reload the rest when the choice changed. */
+  async function refreshDatasets() {
+    const before = $("select-dataset").value;
+    await loadDatasets(before);
+    if ($("select-dataset").value !== before) await selectionChanged();
+    else updateAllowedLabels();
+  }
+
+  async function setDatasetPublic(d, toggle) {
+    try {
+      const saved = await dp.api("PATCH", "/datasets/" + d.id, { public: toggle.checked });
+      await refreshDatasets();
+      dp.say("datasets-message", saved.name + (saved.public ? " is public now." : " is not public any more."), "ok");
+    } catch (error) {
+      toggle.checked = !toggle.checked;
+      dp.say("datasets-message", error.message, "error");
+    }
+  }
+
+  async function deleteDataset(d) {
+    dp.say("datasets-message", "");
+    const lines = ["Dataset #" + d.id + ": " + d.name + " (" + d.samples + " samples)",
+      "Its uploaded files are deleted; weights trained on it are kept."];
+    if (!(await dp.typedConfirm("Delete the dataset?", lines, d.name, "Delete dataset"))) return;
+    try {
+      await dp.api("DELETE", "/datasets/" + d.id);
+      await refreshDatasets();
+      dp.say("datasets-message", "Deleted dataset " + d.name + ".", "ok");
+    } catch (error) {
+      dp.say("datasets-message", error.message, "error");
+    }
+  }
+
+  /* The Model weights card: the weights of the chosen model family. */
+  let weightsTableRequest = 0;
+
+  async function loadWeightsTable() {
+    const f = family();
+    const table = $("weights-table");
+    $("weights-card-hint").textContent = f
+      ? "The weights of " + f.name + " you can use: download, or rename, publish, share and delete yours."
+      : "Choose a model under Details.";
+    const request = ++weightsTableRequest;
+    if (!f) {
+      state.familyWeights = [];
+      emptyTable(table, 8, "Choose a model.");
+      return;
+    }
+    const found = await dp.api("GET", "/weights?family_id=" + f.id);
+    if (request !== weightsTableRequest) return; /* a newer selection is loading */
+    state.familyWeights = found;
+    emptyTable(table, 8, found.length ? "" : "No weights of " + f.name + " yet.");
+    for (const w of found) {
+      const changeable = canChange(w);
+      const trained = state.allDatasets.find((d) => d.id === w.dataset_id);
+      const actions = [dp.el("a", {
+        href: "/api/v1/weights/" + w.id + "/download", className: "download-link", download: "",
+        text: "Download", "aria-label": "download weights " + w.name,
+      })];
+      if (changeable) {
+        actions.push(smallButton("Edit", "edit-button", () => openEditor("weights", w), "edit weights " + w.name),
+          smallButton("Delete", "danger delete-button", () => deleteWeights(w), "delete weights " + w.name));
+      }
+      record(table, w.id, [
+        String(w.id), dp.el("td", {}, dp.el("span", { className: "record-name", text: w.name })),
+        dp.el("td", { text: w.dataset_id === null ? "—" : "#" + w.dataset_id, title: trained ? trained.name : null }),
+        w.pretrained_on_id === null ? "—" : "#" + w.pretrained_on_id, yesNo(w.public), w.owner || "—",
+        w.classes.join(", ") || "?", yesNo(w.active),
+      ], sharesText(w), actions);
+    }
+  }
+
+  async function refreshWeights() {
+    await Promise.all([loadWeightsTable(), loadWeights($("select-weights").value)]);
+  }
+
+  async function deleteWeights(w) {
+    dp.say("weights-table-message", "");
+    const lines = ["Weights #" + w.id + ": " + w.name + " (" + w.family + ")", "The model file is deleted."];
+    if (!(await dp.typedConfirm("Delete the weights?", lines, w.name, "Delete weights"))) return;
+    try {
+      await dp.api("DELETE", "/weights/" + w.id);
+      await refreshWeights();
+      dp.say("weights-table-message", "Deleted weights " + w.name + ".", "ok");
+    } catch (error) {
+      dp.say("weights-table-message", error.message, "error");
+    }
+  }
+
+  /* The edit dialog of a dataset or weights: name, public, shares. */
+  function openEditor(kind, item) {
+    state.editing = { kind: kind, item: item };
+    $("edit-dialog-title").textContent = (kind === "dataset" ? "Edit dataset " : "Edit weights ") + item.name;
+    $("edit-dialog-name").value = item.name;
+    $("edit-dialog-public").checked = Boolean(item.public);
+    const rows = dp.clear($("edit-dialog-shares"));
+    for (const share of item.shares || []) dp.memberRow(rows, share);
+    dp.say("edit-dialog-message", "");
+    $("edit-dialog").showModal();
+    $("edit-dialog-name").focus();
+  }
+
+  async function saveEditor(event) {
+    event.preventDefault();
+    const editing = state.editing;
+    if (!editing) return;
+    const dataset_ = editing.kind === "dataset";
+    const shares = dp.memberList($("edit-dialog-shares"));
+    const names = shares.map((s) => s.username);
+    const twice = names.find((n, i) => names.indexOf(n) !== i);
+    /* the API answers 500 for a user listed twice (a unique constraint), so say it here */
+    if (twice) return dp.say("edit-dialog-message", twice + " is listed twice: keep one role.", "error");
+    dp.say("edit-dialog-message", "Saving…");
+    try {
+      const saved = await dp.api("PATCH", (dataset_ ? "/datasets/" : "/weights/") + editing.item.id, {
+        name: $("edit-dialog-name").value, public: $("edit-dialog-public").checked, shares: shares,
+      });
+      $("edit-dialog").close();
+      state.editing = null;
+      if (dataset_) {
+        await refreshDatasets();
+        dp.say("datasets-message", "Saved dataset " + saved.name + ".", "ok");
+      } else {
+        await refreshWeights();
+        dp.say("weights-table-message", "Saved weights " + saved.name + ".", "ok");
+      }
+    } catch (error) {
+      dp.say("edit-dialog-message", error.message, "error");
+    }
+  }
+
+  /* The Allowed properties card: PUT /allowed-properties for the chosen family (and dataset). */
+  function selectedProperty() {
+    return state.propertyList.find((p) => String(p.id) === $("allowed-property").value) || null;
+  }
+
+  /* The dataset the rule is for, or null for every dataset of the family. */
+  function allowedScope() {
+    const d = dataset();
+    return d && $("allowed-only-dataset").checked ? d : null;
+  }
+
+  function updateAllowedLabels() {
+    const f = family();
+    const d = dataset();
+    $("allowed-family").textContent = f ? f.name : "the chosen model";
+    const box = $("allowed-only-dataset");
+    box.disabled = !d || !canChange(d);
+    if (box.disabled) box.checked = false;
+    $("allowed-dataset-label").textContent = !d ? "Only for a dataset (choose one under Details)"
+      : "Only for dataset " + d.name + (canChange(d) ? "" : " (only its owners may)");
+  }
+
+  async function loadPropertyList() {
+    state.propertyList = await dp.api("GET", "/properties");
+    dp.fillSelect($("allowed-property"), state.propertyList.map((p) => ({ value: p.id, text: p.name + " (" + p.type + ")" })));
+  }
+
+  let allowedRequest = 0;
+
+  async function loadAllowed() {
+    updateAllowedLabels();
+    const f = family();
+    const table = $("allowed-table");
+    const request = ++allowedRequest;
+    if (!f) {
+      state.allowedRows = [];
+      emptyTable(table, 5, "Choose a model.");
+      prefillAllowed();
+      return;
+    }
+    const rows = await dp.api("GET", "/allowed-properties?family_id=" + f.id);
+    if (request !== allowedRequest) return; /* a newer selection is loading */
+    const visible = new Map(state.allDatasets.map((d) => [d.id, d]));
+    state.allowedRows = rows.filter((r) => r.dataset_id === null || visible.has(r.dataset_id));
+    emptyTable(table, 5, state.allowedRows.length ? "" : "No rules: every property takes its own default.");
+    const body = dp.el("tbody");
+    for (const row of state.allowedRows) {
+      const prop = state.propertyList.find((p) => p.id === row.property_id);
+      const name = prop ? prop.name : "#" + row.property_id;
+      const where = row.dataset_id === null ? "all" : visible.get(row.dataset_id).name;
+      const lines = row.default.split("\n");
+      const shown = lines[0] + (lines.length > 1 ? " …" : "");
+      const edit = smallButton("Edit", "edit-button", () => editAllowed(row), "edit the rule of " + name);
+      const d = dataset();
+      if (row.dataset_id !== null && !(d && d.id === row.dataset_id)) {
+        edit.disabled = true;
+        edit.title = "choose the dataset " + where + " under Details to edit this rule";
+      }
+      body.append(dp.el("tr", { dataset: { propertyId: String(row.property_id) } },
+        dp.el("td", { text: name }), dp.el("td", { text: where }),
+        dp.el("td", {}, dp.el("code", { text: row.allowed || "any" })),
+        dp.el("td", { text: row.default === "" ? "(property's)" : shown, title: row.default }),
+        dp.el("td", {}, edit)));
+    }
+    if (state.allowedRows.length) table.append(body);
+    prefillAllowed();
+  }
+
+  function editAllowed(row) {
+    $("allowed-property").value = String(row.property_id);
+    $("allowed-only-dataset").checked = row.dataset_id !== null;
+    prefillAllowed();
+    $("allowed-rule").focus();
+  }
+
+  /* Fill the rule and default of the chosen property and scope from its row, if there is one. */
+  function prefillAllowed() {
+    const prop = selectedProperty();
+    const field = dp.clear($("allowed-default-field"));
+    const hint = $("allowed-property-hint");
+    if (!prop) {
+      hint.textContent = "";
+      return;
+    }
+    const scope = allowedScope();
+    const row = state.allowedRows.find((r) => r.property_id === prop.id && r.dataset_id === (scope ? scope.id : null));
+    $("allowed-rule").value = row ? row.allowed : "";
+    const own = prop.default === "" ? "none" : prop.default;
+    let input;
+    if (prop.type === "STR") {
+      input = dp.el("textarea", {
+        id: "allowed-default", rows: "4",
+        placeholder: "DeepHealth augmentations, e.g. SequentialAugmentationContainer AugMirror p=0.5 end",
+      });
+    } else {
+      input = dp.el("input", { id: "allowed-default", autocomplete: "off", placeholder: "empty: the property's default (" + own + ")" });
+    }
+    input.value = row ? row.default : "";
+    field.append(dp.el("label", {}, "Default value", input));
+    const choices = prop.values.length ? "; one of " + prop.values.join(", ") : "";
+    hint.textContent = (prop.description || prop.name) + " (" + prop.type + choices + "; its own default: " + own + ")."
+      + (row ? "" : " No rule yet for this model" + (scope ? " and dataset." : "."));
+  }
+
+  async function saveAllowed(event) {
+    event.preventDefault();
+    const f = family();
+    const prop = selectedProperty();
+    if (!f) return dp.say("allowed-message", "Choose a model under Details first.", "error");
+    if (!prop) return dp.say("allowed-message", "Choose a property.", "error");
+    const scope = allowedScope();
+    dp.say("allowed-message", "Saving…");
+    try {
+      const saved = await dp.api("PUT", "/allowed-properties", {
+        property_id: prop.id, family_id: f.id, dataset_id: scope ? scope.id : null,
+        allowed: $("allowed-rule").value, default: $("allowed-default").value,
+      });
+      await busy(() => Promise.all([loadProperties(), loadAllowed()]));
+      dp.say("allowed-message", "Saved " + prop.name + " for " + f.name + (scope ? " on " + scope.name : "")
+        + ": allowed " + (saved.allowed || "any") + ", default " + (saved.default === "" ? "the property's" : saved.default) + ".", "ok");
+    } catch (error) {
+      dp.say("allowed-message", error.message, "error");
+    }
+  }
+
   /* ---------------------------------------------------------------- start */
 
   let pending = 0;
 
-  /* Reload what depends on the model and dataset; main[data-busy] says whether it is done. */
-  async function selectionChanged() {
+  /* Run `work` (a function returning a promise) with main[data-busy] true until it is done. */
+  async function busy(work) {
     pending += 1;
     main.dataset.busy = "true";
     try {
-      updateSplits();
-      await Promise.all([loadWeights(), loadProperties(), loadSamples()]);
-    } catch (error) {
-      dp.say("action-message", error.message, "error");
+      return await work();
     } finally {
       pending -= 1;
       main.dataset.busy = pending > 0 ? "true" : "false";
+    }
+  }
+
+  /* Reload what depends on the model and dataset; main[data-busy] says whether it is done. */
+  async function selectionChanged() {
+    try {
+      await busy(() => {
+        updateSplits();
+        return Promise.all([loadWeights(), loadProperties(), loadSamples(), loadWeightsTable(), loadAllowed()]);
+      });
+    } catch (error) {
+      dp.say("action-message", error.message, "error");
     }
   }
 
@@ -501,10 +840,20 @@
     $("weights-form").addEventListener("submit", uploadWeights);
     $("project-edit-form").addEventListener("submit", saveProject);
     $("edit-add-member").addEventListener("click", () => dp.memberRow($("edit-members")).querySelector("input").focus());
+    $("edit-dialog-form").addEventListener("submit", saveEditor);
+    $("edit-dialog-cancel").addEventListener("click", () => $("edit-dialog").close());
+    $("edit-dialog-add-share").addEventListener("click", () => dp.memberRow($("edit-dialog-shares")).querySelector("input").focus());
+    $("allowed-form").addEventListener("submit", saveAllowed);
+    for (const id of ["allowed-property", "allowed-only-dataset"]) {
+      $(id).addEventListener("change", () => {
+        dp.say("allowed-message", "");
+        prefillAllowed();
+      });
+    }
     selectTab("train");
     try {
       const [project] = await Promise.all([
-        dp.api("GET", "/projects/" + projectId), loadFamilies(), loadDatasets(),
+        dp.api("GET", "/projects/" + projectId), loadFamilies(), loadDatasets(), loadPropertyList(),
       ]);
       showProject(project);
       await selectionChanged();
