@@ -234,3 +234,59 @@ def test_openapi_page(api):
     else:
         assert docs.status_code == 200 and "/vendor/swagger-ui/swagger-ui-bundle.js" in docs.text
         assert api.get("/vendor/swagger-ui/swagger-ui-bundle.js").status_code == 200
+
+
+def test_family_rules_need_an_administrator_or_the_family_owner(users):
+    alice, bob = users("alice"), users("bob")  # alice registered first: an administrator
+    assert alice.get("/api/v1/auth/me").json()["user"]["admin"] is True
+    assert bob.get("/api/v1/auth/me").json()["user"]["admin"] is False
+    fid = family_id(bob)
+    epochs = next(p["id"] for p in bob.get("/api/v1/properties?name=epochs").json())
+    rule = {"property_id": epochs, "family_id": fid, "allowed": ">0", "default": "2"}
+    assert bob.put("/api/v1/allowed-properties", json=rule).status_code == 403
+    dataset = upload_dataset(bob)
+    mine = bob.put("/api/v1/allowed-properties", json={**rule, "dataset_id": dataset["id"]})
+    assert mine.status_code == 200  # for a dataset of his own he may
+    assert alice.put("/api/v1/allowed-properties", json=rule).status_code == 200
+    family = bob.post(
+        "/api/v1/models",
+        json={"name": "Bob's net", "model_type": "cifar", "task": "classification"},
+    ).json()
+    assert bob.put(
+        "/api/v1/allowed-properties", json={**rule, "family_id": family["id"]}
+    ).status_code == 200  # fmt: skip
+    # alice sees the general rule, not the rule of bob's private dataset
+    query = f"/api/v1/allowed-properties?family_id={fid}&property_id={epochs}"
+    assert [r["dataset_id"] for r in alice.get(query).json()] == [None]
+    assert len(bob.get(query).json()) == 2
+    assert len(bob.get(query + "&general=true").json()) == 1
+
+
+def test_shares_are_checked_and_owners_by_share_may_change(users, tmp_path):
+    alice, bob = users("alice"), users("bob")
+    dataset = upload_dataset(alice)
+    url = f"/api/v1/datasets/{dataset['id']}"
+    twice = alice.patch(url, json={"shares": [{"username": "bob"}, {"username": "bob"}]})
+    assert twice.status_code == 422 and "twice" in twice.json()["detail"]
+    self_share = alice.patch(url, json={"shares": [{"username": "alice"}]})
+    assert self_share.status_code == 422 and "owner" in self_share.json()["detail"]
+    alice.patch(url, json={"shares": [{"username": "bob", "role": "owner"}]})
+    shared = bob.get(url).json()
+    assert shared["mine"] is False and shared["can_change"] is True
+    assert bob.patch(url, json={"name": "renamed by bob"}).status_code == 200
+    weights = upload_weights(alice, model_file(tmp_path))
+    assert weights["can_change"] is True
+
+
+def test_inactive_weights_are_listed_on_request(users, api, tmp_path):
+    from digipath.server.models import Weights
+
+    alice, bob = users("alice"), users("bob")
+    weights = upload_weights(alice, model_file(tmp_path))
+    with api.app.state.database.session() as session:
+        session.get(Weights, weights["id"]).active = False  # as while a training makes them
+    assert alice.get("/api/v1/weights").json() == []
+    assert [w["id"] for w in alice.get("/api/v1/weights?include_inactive=true").json()] == [
+        weights["id"]
+    ]
+    assert bob.get("/api/v1/weights?include_inactive=true").json() == []

@@ -41,6 +41,8 @@ __all__ = [
     "SESSION_COOKIE",
     "Caller",
     "caller",
+    "can_change_dataset",
+    "can_change_weights",
     "database",
     "dataset_for",
     "job_for",
@@ -173,19 +175,37 @@ def visible_weights(user: User):
     )
 
 
+def can_change_dataset(db: Session, dataset: Dataset, user: User) -> bool:
+    """Whether ``user`` owns ``dataset`` or has it shared as an owner."""
+    if dataset.owner_id == user.id:
+        return True
+    role = db.scalar(
+        select(DatasetShare.role).where(
+            DatasetShare.dataset_id == dataset.id, DatasetShare.user_id == user.id
+        )
+    )
+    return role == Role.owner
+
+
+def can_change_weights(db: Session, weights: Weights, user: User) -> bool:
+    """Whether ``user`` owns ``weights`` or has them shared as an owner."""
+    if weights.owner_id == user.id:
+        return True
+    role = db.scalar(
+        select(WeightsShare.role).where(
+            WeightsShare.weights_id == weights.id, WeightsShare.user_id == user.id
+        )
+    )
+    return role == Role.owner
+
+
 def dataset_for(db: Session, user: User, dataset_id: int, *, change: bool = False) -> Dataset:
     """The dataset if ``user`` may see it (and change it when ``change``)."""
     dataset = db.scalar(visible_datasets(user).where(Dataset.id == dataset_id))
     if dataset is None:
         raise _not_found("dataset", dataset_id)
-    if change and dataset.owner_id != user.id:
-        role = db.scalar(
-            select(DatasetShare.role).where(
-                DatasetShare.dataset_id == dataset_id, DatasetShare.user_id == user.id
-            )
-        )
-        if role != Role.owner:
-            raise HTTPException(status.HTTP_403_FORBIDDEN, "only the dataset's owners may do this")
+    if change and not can_change_dataset(db, dataset, user):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "only the dataset's owners may do this")
     return dataset
 
 
@@ -194,14 +214,8 @@ def weights_for(db: Session, user: User, weights_id: int, *, change: bool = Fals
     weights = db.scalar(visible_weights(user).where(Weights.id == weights_id))
     if weights is None:
         raise _not_found("weights", weights_id)
-    if change and weights.owner_id != user.id:
-        role = db.scalar(
-            select(WeightsShare.role).where(
-                WeightsShare.weights_id == weights_id, WeightsShare.user_id == user.id
-            )
-        )
-        if role != Role.owner:
-            raise HTTPException(status.HTTP_403_FORBIDDEN, "only the weights' owners may do this")
+    if change and not can_change_weights(db, weights, user):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "only the weights' owners may do this")
     return weights
 
 

@@ -318,6 +318,8 @@ def _train(
             weights.header = header
             weights.active = True
     rows = result.get("rows", [])
+    for row in rows:  # the trainer's rows are the record: fill an epoch a restart cut short
+        reporter.metrics(int(row["epoch"]), {k: v for k, v in row.items() if k != "epoch"})
     return {
         "best_model": target.name, "metric": result.get("metric"), "epochs": len(rows),
         "final": rows[-1] if rows else {}, "weights_id": output_weights,

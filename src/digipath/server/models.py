@@ -27,6 +27,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.sql import false
 
 __all__ = [
     "AllowedProperty",
@@ -136,7 +137,8 @@ def _enum(kind: type[enum.Enum]) -> Enum:
 
 
 class User(Base):
-    """An account. ``password_hash`` is argon2id."""
+    """An account. ``password_hash`` is argon2id; ``admin`` may change what all users share
+    (the fixture model families' allowed values); the first account registered is one."""
 
     __tablename__ = "users"
 
@@ -145,6 +147,7 @@ class User(Base):
     email: Mapped[str] = mapped_column(String(254), default="")
     full_name: Mapped[str] = mapped_column(String(128), default="")
     password_hash: Mapped[str] = mapped_column(String(255))
+    admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
@@ -266,7 +269,10 @@ class DatasetShare(Base):
 
 
 class ModelFamily(Base):
-    """A network family (DeepHealth's ``Model``): a digipath model type for a task."""
+    """A network family (DeepHealth's ``Model``): a digipath model type for a task.
+
+    ``owner_id`` is the user who added it (``None`` for the fixtures); the owner and the
+    administrators set its allowed values for all datasets."""
 
     __tablename__ = "model_families"
 
@@ -275,6 +281,9 @@ class ModelFamily(Base):
     model_type: Mapped[str] = mapped_column(String(64))
     task: Mapped[Task] = mapped_column(_enum(Task))
     description: Mapped[str] = mapped_column(Text, default="")
+    owner_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), default=None
+    )
 
 
 class Weights(Base):

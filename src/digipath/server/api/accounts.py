@@ -15,7 +15,7 @@ import smtplib
 from email.message import EmailMessage
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from digipath.server.api.schemas import Body, Name, Username
@@ -82,6 +82,7 @@ def user_document(user: User) -> dict:
         "username": user.username,
         "email": user.email,
         "full_name": user.full_name,
+        "admin": user.admin,
         "created": user.created.isoformat(),
     }
 
@@ -98,16 +99,17 @@ def _refuse_password(password: str, username: str) -> None:
 
 @router.post("/auth/register", status_code=status.HTTP_201_CREATED)
 def register(body: Registration, db: Session = Depends(database, scope="function")) -> dict:
-    """Create an account (anyone may)."""
+    """Create an account (anyone may). The first account administers the server."""
     _refuse_password(body.password, body.username)
     if len(body.email) > 254 or len(body.full_name) > 128:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "e-mail or name too long")
     taken = db.scalar(select(User).where(User.username.ilike(body.username)))
     if taken is not None:
         raise HTTPException(status.HTTP_409_CONFLICT, f"user name {body.username!r} is taken")
+    first = db.scalar(select(func.count()).select_from(User)) == 0
     user = User(
         username=body.username, email=body.email.strip(), full_name=body.full_name.strip(),
-        password_hash=hash_password(body.password),
+        password_hash=hash_password(body.password), admin=first,
     )  # fmt: skip
     db.add(user)
     db.flush()

@@ -21,7 +21,14 @@ from sqlalchemy.orm import Session
 
 from digipath.errors import DigipathError
 from digipath.server.api.schemas import Body, Name
-from digipath.server.deps import Caller, caller, database, dataset_for, visible_datasets
+from digipath.server.deps import (
+    Caller,
+    caller,
+    can_change_dataset,
+    database,
+    dataset_for,
+    visible_datasets,
+)
 from digipath.server.models import Dataset, DatasetShare, Role, Task, User
 from digipath.server.uploads import UploadError, extract_zip, parse_yaml, save_stream
 
@@ -67,6 +74,7 @@ def dataset_document(db: Session, dataset: Dataset, user: User) -> dict:
         "samples": dataset.samples, "spacing": dataset.spacing, "public": dataset.public,
         "single_image": dataset.single_image, "created": dataset.created.isoformat(),
         "owner": owner.username if owner else None, "mine": dataset.owner_id == user.id,
+        "can_change": can_change_dataset(db, dataset, user),
         "shares": [{"username": db.get(User, s.user_id).username, "role": s.role.value}
                    for s in shares],
     }  # fmt: skip
@@ -311,6 +319,12 @@ def update_dataset(
 
 def set_shares(db: Session, table, column: str, ident: int, owner_id, shares) -> None:
     """Replace the shares of a dataset or weights (``table``, keyed by ``column``)."""
+    names = [share.username for share in shares]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"shares: {', '.join(repeated)} listed twice"
+        )
     db.execute(delete(table).where(getattr(table, column) == ident))
     for share in shares:
         user = db.scalar(select(User).where(User.username == share.username))
@@ -318,8 +332,12 @@ def set_shares(db: Session, table, column: str, ident: int, owner_id, shares) ->
             raise HTTPException(
                 status.HTTP_422_UNPROCESSABLE_CONTENT, f"shares: no user {share.username!r}"
             )
-        if user.id != owner_id:
-            db.add(table(**{column: ident, "user_id": user.id, "role": share.role}))
+        if user.id == owner_id:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                f"shares: {share.username!r} is the owner (owners need no share)",
+            )
+        db.add(table(**{column: ident, "user_id": user.id, "role": share.role}))
     db.flush()
 
 

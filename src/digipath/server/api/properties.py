@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException, status
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from digipath.server.api.schemas import Body
-from digipath.server.deps import Caller, caller, database, dataset_for
-from digipath.server.models import AllowedProperty, ModelFamily, Property
+from digipath.server.deps import Caller, caller, database, dataset_for, visible_datasets
+from digipath.server.models import AllowedProperty, Dataset, ModelFamily, Property
 from digipath.server.properties import check_allowed, check_value, property_rows
 
 __all__ = ["router"]
@@ -77,16 +77,26 @@ def list_allowed(
     family_id: int,
     property_id: int | None = None,
     dataset_id: int | None = None,
+    general: bool = False,
     who: Caller = Depends(caller),
     db: Session = Depends(database, scope="function"),
 ) -> list[dict]:
-    """The allowed-value rows of a family (an empty list: use the property's own default)."""
+    """The allowed-value rows of a family (an empty list: use the property's own default):
+    the general ones (``general=true``: only those), those of ``dataset_id``, or by default
+    the general ones and those of every dataset the caller may see."""
     query = select(AllowedProperty).where(AllowedProperty.family_id == family_id)
     if property_id is not None:
         query = query.where(AllowedProperty.property_id == property_id)
-    if dataset_id is not None:
+    if general:
+        query = query.where(AllowedProperty.dataset_id.is_(None))
+    elif dataset_id is not None:
         dataset_for(db, who.user, dataset_id)
         query = query.where(AllowedProperty.dataset_id == dataset_id)
+    else:
+        visible = visible_datasets(who.user).with_only_columns(Dataset.id)
+        query = query.where(
+            or_(AllowedProperty.dataset_id.is_(None), AllowedProperty.dataset_id.in_(visible))
+        )
     return [_allowed_document(row) for row in db.scalars(query)]
 
 
@@ -96,16 +106,23 @@ def set_allowed(
     who: Caller = Depends(caller),
     db: Session = Depends(database, scope="function"),
 ) -> dict:
-    """Create or replace the allowed values and default of a property for a family (and a
-    dataset the caller may change). The rule and the default are checked (augmentation
-    defaults are parsed)."""
+    """Create or replace the allowed values and default of a property for a family: for one
+    dataset (its owners), or for all (the family's owner and the administrators). The rule
+    and the default are checked (augmentation defaults are parsed)."""
     prop = db.get(Property, body.property_id)
     if prop is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no property with id {body.property_id}")
-    if db.get(ModelFamily, body.family_id) is None:
+    family = db.get(ModelFamily, body.family_id)
+    if family is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no model family with id {body.family_id}")
     if body.dataset_id is not None:
         dataset_for(db, who.user, body.dataset_id, change=True)
+    elif not (who.user.admin or family.owner_id == who.user.id):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"only the administrators or the owner of {family.name!r} set its rules for all "
+            "datasets; give a dataset_id of yours",
+        )
     allowed = check_allowed(prop, body.allowed)
     default = check_value(prop, body.default, allowed) if body.default != "" else ""
     row = db.scalar(

@@ -14,7 +14,15 @@ from sqlalchemy.orm import Session
 from digipath.models.files import file_digest
 from digipath.server.api.datasets import Share, _checked_name, set_shares
 from digipath.server.api.schemas import Body, Name
-from digipath.server.deps import Caller, caller, database, dataset_for, visible_weights, weights_for
+from digipath.server.deps import (
+    Caller,
+    caller,
+    can_change_weights,
+    database,
+    dataset_for,
+    visible_weights,
+    weights_for,
+)
 from digipath.server.models import ModelFamily, Task, User, Weights, WeightsShare
 from digipath.server.uploads import UploadError, check_model_file, save_stream
 
@@ -43,6 +51,7 @@ def family_document(family: ModelFamily) -> dict:
     return {
         "id": family.id, "name": family.name, "model_type": family.model_type,
         "task": family.task.value, "description": family.description,
+        "owner_id": family.owner_id,
     }  # fmt: skip
 
 
@@ -58,6 +67,7 @@ def weights_document(db: Session, weights: Weights, user: User) -> dict:
         "dataset_id": weights.dataset_id, "pretrained_on_id": weights.pretrained_on_id,
         "active": weights.active, "public": weights.public, "created": weights.created.isoformat(),
         "owner": owner.username if owner else None, "mine": weights.owner_id == user.id,
+        "can_change": can_change_weights(db, weights, user),
         "shares": [{"username": db.get(User, s.user_id).username, "role": s.role.value}
                    for s in shares],
     }  # fmt: skip
@@ -93,7 +103,7 @@ def create_family(
         raise HTTPException(status.HTTP_409_CONFLICT, f"a model family {body.name!r} exists")
     family = ModelFamily(
         name=body.name, model_type=body.model_type, task=body.task,
-        description=body.description[:4000],
+        description=body.description[:4000], owner_id=who.user.id,
     )  # fmt: skip
     db.add(family)
     db.flush()
@@ -111,12 +121,19 @@ def _family(db: Session, family_id: int) -> ModelFamily:
 def list_weights(
     family_id: int | None = None,
     dataset_id: int | None = None,
+    include_inactive: bool = False,
     who: Caller = Depends(caller),
     db: Session = Depends(database, scope="function"),
 ) -> list[dict]:
     """Active weights the caller may use; of one family, and with ``dataset_id`` those trained
-    on that dataset or without a dataset (which can be fine-tuned on it)."""
-    query = visible_weights(who.user).where(Weights.active.is_(True))
+    on that dataset or without a dataset (which can be fine-tuned on it). With
+    ``include_inactive`` also the caller's own weights that a training is still making (or
+    that a failed training left)."""
+    query = visible_weights(who.user)
+    if include_inactive:
+        query = query.where(or_(Weights.active.is_(True), Weights.owner_id == who.user.id))
+    else:
+        query = query.where(Weights.active.is_(True))
     if family_id is not None:
         query = query.where(Weights.family_id == family_id)
     if dataset_id is not None:

@@ -479,10 +479,9 @@
 
   /* ---------------------------------------------------------------- configuration */
 
-  /* Whether the caller may change a dataset or weights: theirs, or shared with them as owner. */
+  /* Whether the caller may change a dataset or weights (theirs, or shared with them as owner). */
   function canChange(item) {
-    const user = me();
-    return Boolean(item.mine || (item.shares || []).some((s) => s.username === user && s.role === "owner"));
+    return Boolean(item.can_change);
   }
 
   function sharesText(item) {
