@@ -42,6 +42,9 @@ def serve(
     secure_cookies: Annotated[
         bool, typer.Option(help="Mark cookies Secure (behind HTTPS).")
     ] = False,
+    access_log: Annotated[
+        bool, typer.Option(help="Log every request (uvicorn's access log).")
+    ] = False,
 ) -> None:
     """Start the web application (pages at /, the REST API and its docs at /api/v1/docs)."""
     import uvicorn
@@ -58,4 +61,4 @@ def serve(
     if not logging.getLogger().handlers:
         logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
     typer.echo(f"digipath server on http://{host}:{port}/ (data in {settings.data_dir})")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=access_log)

@@ -51,6 +51,50 @@ def openseadragon_folder() -> Path | None:
     return vendor_folder("openseadragon")
 
 
+SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"same-origin"),
+)
+
+
+class Guard:
+    """ASGI middleware: refuse state-changing requests from another site (``Origin``), and add
+    the security headers (and the Content-Security-Policy, but on the Swagger UI page, which
+    starts with an inline script) to every answer.
+
+    A plain ASGI class rather than ``@app.middleware("http")``: Starlette's
+    ``BaseHTTPMiddleware`` costs a task and a stream per request.
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        if scope["method"] not in ("GET", "HEAD", "OPTIONS"):
+            origin = headers.get(b"origin", b"").decode("latin-1")
+            if origin and urlsplit(origin).netloc != headers.get(b"host", b"").decode("latin-1"):
+                response = JSONResponse({"detail": f"cross-site request from {origin}"}, 403)
+                await response(scope, receive, send)
+                return
+        policy = scope["path"] != f"{API}/docs"
+
+        async def send_with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                extra = [(n, v) for n, v in SECURITY_HEADERS if n not in present]
+                if policy and b"content-security-policy" not in present:
+                    extra.append((b"content-security-policy", CSP.encode()))
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 def create_app(settings: ServerSettings | None = None, *, run_jobs: bool = True) -> FastAPI:
     """Build the application.
 
@@ -94,19 +138,7 @@ def create_app(settings: ServerSettings | None = None, *, run_jobs: bool = True)
     )
     app.state.settings = settings
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        if request.method not in ("GET", "HEAD", "OPTIONS"):
-            origin = request.headers.get("origin")
-            if origin and urlsplit(origin).netloc != request.headers.get("host"):
-                return JSONResponse({"detail": f"cross-site request from {origin}"}, 403)
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        if request.url.path != f"{API}/docs":  # Swagger UI starts with an inline script
-            response.headers.setdefault("Content-Security-Policy", CSP)
-        return response
+    app.add_middleware(Guard)
 
     @app.exception_handler(UploadTooLarge)
     async def too_large(request: Request, error: UploadTooLarge):

@@ -32,10 +32,12 @@ def _sqlite_pragmas(connection, record) -> None:
     cursor.close()
 
 
-POOL_SIZE, POOL_OVERFLOW = 10, 50
-"""Connections kept, and opened beyond them at busy times. The total exceeds the request
-threads (40, the threadpool of the synchronous endpoints) plus the job runner's, so a request
-that holds a thread never waits for a connection held by a request waiting for a thread."""
+POOL_SIZE, POOL_OVERFLOW = 40, 20
+"""Connections kept, and opened beyond them at busy times. The pool holds one connection per
+request thread (40, the threadpool of the synchronous endpoints), so a busy server does not
+open and close connections all the time, and with the overflow the total exceeds the threads
+plus the job runner's, so a request that holds a thread never waits for a connection held by
+a request waiting for a thread."""
 
 
 def make_engine(url: str) -> Engine:

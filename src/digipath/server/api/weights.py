@@ -11,7 +11,6 @@ from fastapi.responses import FileResponse
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from digipath.models.files import file_digest
 from digipath.server.api.datasets import Share, _checked_name, set_shares
 from digipath.server.api.schemas import Body, Name
 from digipath.server.deps import (
@@ -155,6 +154,8 @@ def upload_weights(
 ) -> dict:
     """Upload a digipath model file. It is checked (format, header, the network builds from
     it, its type is the family's) before it is kept; pickles are refused unread."""
+    from digipath.models.files import file_digest  # torch: only once a model file comes
+
     settings = request.app.state.settings
     name = _checked_name(name)
     family = _family(db, family_id)
