@@ -103,7 +103,7 @@ def test_stop_keeps_the_job_as_revoked(running):
     pid = _pid(running, job["id"])
     stopped = client.post(f"/api/v1/jobs/{job['id']}/stop")
     assert stopped.status_code == 200 and stopped.json()["status"] == "REVOKED"
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60  # the runner kills it 5 s after SIGTERM; a loaded CI is slow
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(pid)

@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -147,8 +148,6 @@ class JobRunner:
 
     def tick(self) -> None:
         """One round: watch the running jobs, then start pending ones."""
-        import time
-
         with self._lock, self.database.session() as session:
             for job_id, entry in list(self.running.items()):
                 status = session.scalar(select(Job.status).where(Job.id == job_id))

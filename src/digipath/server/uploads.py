@@ -35,6 +35,7 @@ __all__ = [
     "UploadError",
     "UploadTooLarge",
     "check_model_file",
+    "contained",
     "extract_zip",
     "parse_yaml",
     "plain_name",
@@ -70,6 +71,12 @@ def plain_name(name: str | None, what: str = "file name") -> str:
             "characters or leading dot)"
         )
     return name
+
+
+def contained(path: Path, root: Path) -> Path | None:
+    """``path`` resolved (links followed), or ``None`` when it lies outside ``root``."""
+    resolved = path.resolve()
+    return resolved if resolved.is_relative_to(root.resolve()) else None
 
 
 def save_stream(source: BinaryIO, target: Path, limit: int, what: str) -> int:

@@ -30,7 +30,7 @@ from digipath.server.deps import (
     visible_datasets,
 )
 from digipath.server.models import Dataset, DatasetShare, Role, Task, User
-from digipath.server.uploads import UploadError, extract_zip, parse_yaml, save_stream
+from digipath.server.uploads import UploadError, contained, extract_zip, parse_yaml, save_stream
 
 __all__ = ["router", "store_dataset"]
 
@@ -81,8 +81,8 @@ def dataset_document(db: Session, dataset: Dataset, user: User) -> dict:
 
 
 def _inside(path: Path, root: Path, what: str) -> Path:
-    resolved = path.resolve()
-    if not resolved.is_relative_to(root.resolve()):
+    resolved = contained(path, root)
+    if resolved is None:
         raise UploadError(f"{what}: {path} is outside {root}")
     return resolved
 

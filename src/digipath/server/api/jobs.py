@@ -52,7 +52,7 @@ from digipath.server.models import (
     Weights,
 )
 from digipath.server.properties import resolve
-from digipath.server.uploads import UploadError, plain_name, save_stream
+from digipath.server.uploads import UploadError, contained, plain_name, save_stream
 
 __all__ = ["job_document", "router"]
 
@@ -77,12 +77,15 @@ class InferenceRequest(Body):
     split: str = "test"
 
 
-class ApplyRequest(Body):
+class SlideRequest(Body):
     project_id: int
     dataset_id: int
     weights_id: int
     sample: int = Field(0, ge=0)
     spacing: float | None = Field(None, gt=0)
+
+
+class ApplyRequest(SlideRequest):
     output_class: int | None = Field(None, ge=0)
 
 
@@ -246,51 +249,40 @@ def submit_apply(
 ) -> dict:
     """Apply weights to one slide of a dataset (sample index) and write the map as a
     pyramidal TIFF, shown over the slide in the viewer."""
+    return _slide_job(request, db, who, body, JobKind.wsi_apply,
+                      {"output_class": body.output_class})  # fmt: skip
+
+
+def _slide_job(
+    request: Request, db: Session, who: Caller, body: SlideRequest, kind: JobKind, extra: dict
+) -> dict:
+    """Submit a job on slide ``body.sample`` of a dataset (whole-slide apply or nuclei)."""
     project = project_for(db, who.user, body.project_id, owner=True)
     dataset = dataset_for(db, who.user, body.dataset_id)
     weights = _usable_weights(db, who.user, body.weights_id)
+    if kind == JobKind.nuclei and weights.family.model_type != "hovernet":
+        raise UploadError(f"weights {weights.id}: a {weights.family.model_type!r} model; "
+                          "nuclei jobs need HoVer-Net weights")  # fmt: skip
     if body.sample >= dataset.samples:
         raise UploadError(f"sample {body.sample}: dataset {dataset.id} has {dataset.samples}")
     job = Job(
-        kind=JobKind.wsi_apply, project_id=project.id, user_id=who.user.id,
-        family_id=weights.family_id, weights_id=weights.id, dataset_id=dataset.id,
-        settings={"sample": body.sample, "spacing": body.spacing,
-                  "output_class": body.output_class},
+        kind=kind, project_id=project.id, user_id=who.user.id, family_id=weights.family_id,
+        weights_id=weights.id, dataset_id=dataset.id,
+        settings={"sample": body.sample, "spacing": body.spacing, **extra},
     )  # fmt: skip
     return job_document(db, _new_job(request, db, job))
 
 
-class NucleiRequest(Body):
-    project_id: int
-    dataset_id: int
-    weights_id: int
-    sample: int = Field(0, ge=0)
-    spacing: float | None = Field(None, gt=0)
-
-
 @router.post("/jobs/nuclei", status_code=status.HTTP_201_CREATED)
 def submit_nuclei(
-    body: NucleiRequest,
+    body: SlideRequest,
     request: Request,
     who: Caller = Depends(caller),
     db: Session = Depends(database, scope="function"),
 ) -> dict:
     """Segment and classify the nuclei of one slide of a dataset with HoVer-Net weights:
     QuPath GeoJSON, and an instance-label map shown over the slide in the viewer."""
-    project = project_for(db, who.user, body.project_id, owner=True)
-    dataset = dataset_for(db, who.user, body.dataset_id)
-    weights = _usable_weights(db, who.user, body.weights_id)
-    if weights.family.model_type != "hovernet":
-        raise UploadError(f"weights {weights.id}: a {weights.family.model_type!r} model; "
-                          "nuclei jobs need HoVer-Net weights")  # fmt: skip
-    if body.sample >= dataset.samples:
-        raise UploadError(f"sample {body.sample}: dataset {dataset.id} has {dataset.samples}")
-    job = Job(
-        kind=JobKind.nuclei, project_id=project.id, user_id=who.user.id,
-        family_id=weights.family_id, weights_id=weights.id, dataset_id=dataset.id,
-        settings={"sample": body.sample, "spacing": body.spacing},
-    )  # fmt: skip
-    return job_document(db, _new_job(request, db, job))
+    return _slide_job(request, db, who, body, JobKind.nuclei, {})
 
 
 @router.get("/jobs")
@@ -401,9 +393,8 @@ def job_log(
 
 
 def _job_file(job: Job, name: str) -> Path:
-    folder = Path(job.folder).resolve()
-    path = (folder / name).resolve()
-    if not path.is_relative_to(folder) or not path.is_file():
+    path = contained(Path(job.folder) / name, Path(job.folder))
+    if path is None or not path.is_file():
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job.id} has no file {name!r}")
     return path
 

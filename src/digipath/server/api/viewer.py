@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from digipath.server.deps import Caller, caller, database, dataset_for, job_for
 from digipath.server.models import JobKind, JobStatus
+from digipath.server.uploads import contained
 
 __all__ = ["router"]
 
@@ -75,17 +76,28 @@ def _dzi(source) -> Response:
     return Response(source.dzi(), media_type="application/xml")
 
 
+def _slide_path(dataset_path: str, index: int) -> str | None:
+    """The slide of sample ``index`` of a dataset YAML (``None``: no such sample), parsed once:
+    tile requests come by the hundred, and the server never rewrites a dataset's YAML."""
+    from digipath.data.deephealth import load_dataset
+
+    def locate():
+        parsed = load_dataset(dataset_path)
+        return parsed.locations(index)[0] if 0 <= index < len(parsed.images) else None
+
+    return _source(("slide path", dataset_path, index), locate)
+
+
 def _apply_job(db: Session, caller_: Caller, job_id: int):
     job = job_for(db, caller_.user, job_id)
     if job.kind not in (JobKind.wsi_apply, JobKind.nuclei):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} is not a whole-slide job")
-    from digipath.data.deephealth import load_dataset
     from digipath.server.models import Dataset
 
     dataset = db.get(Dataset, job.dataset_id) if job.dataset_id else None
-    if dataset is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id}: its dataset is gone")
-    slide = load_dataset(dataset.path).locations(int(job.settings.get("sample", 0)))[0]
+    slide = _slide_path(dataset.path, int(job.settings.get("sample", 0))) if dataset else None
+    if slide is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id}: its slide is gone")
     return job, slide
 
 
@@ -111,8 +123,8 @@ def job_slide_tile(
 def _output(job) -> str:
     if job.status != JobStatus.SUCCESS or not job.result.get("output"):
         raise HTTPException(status.HTTP_409_CONFLICT, f"job {job.id} has no output map yet")
-    path = (Path(job.folder) / job.result["output"]).resolve()
-    if not path.is_relative_to(Path(job.folder).resolve()) or not path.is_file():
+    path = contained(Path(job.folder) / job.result["output"], Path(job.folder))
+    if path is None or not path.is_file():
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job.id}: the output map is gone")
     return str(path)
 
@@ -137,15 +149,13 @@ def job_overlay_tile(
 
 
 def _sample_slide(db: Session, who: Caller, dataset_id: int, index: int) -> str:
-    from digipath.data.deephealth import load_dataset
-
     dataset = dataset_for(db, who.user, dataset_id)
-    parsed = load_dataset(dataset.path)
-    if not 0 <= index < len(parsed.images):
+    slide = _slide_path(dataset.path, index)
+    if slide is None:
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, f"dataset {dataset_id} has no sample {index}"
         )
-    return parsed.locations(index)[0]
+    return slide
 
 
 @router.get("/datasets/{dataset_id}/samples/{index}/slide.dzi")
